@@ -25,7 +25,7 @@ from typing import Any
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
-from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.ir import Attribute, Block, Operation, OpResult, Region, SSAValue
 
 from partir import ir
 from partir.passes.propagate import Propagator, location_of
@@ -306,6 +306,16 @@ class _Lowering:
             core = base.dims[base_offset:]
             for v, o in zip(values, offsets, strict=True):
                 layout[v] = ir.Sharding(((),) * o + core)
+        if isinstance(op, ir.ScanOp):
+            self._pending_scan_outputs(op, layout, env)
+        elif isinstance(op, ir.RematOp):
+            # a checkpointed call: its results may stay pending sums like any linear op's
+            for y, out in zip(_terminator(op.bodies[0].block).operands, op.outs, strict=True):
+                planned = self.prop.sharding(y)
+                if planned.partial and isinstance(y, OpResult):
+                    layout[y] = layout[out] = ir.Sharding(
+                        layout[y].dims, planned.partial, planned.reduction
+                    )
         operands = [
             self.reshard(
                 env[v][0],
@@ -340,6 +350,7 @@ class _Lowering:
                     layout.get(src, ir.Sharding.replicated(len(lay.dims))),
                     block,
                     f"result {k} of the {op.primitive_name} body at {location_of(op)}",
+                    op.location,
                 )
                 for k, ((v, lay), src) in enumerate(
                     zip(outs, _terminator(src_block).operands, strict=True)
@@ -358,6 +369,51 @@ class _Lowering:
         dst.add_op(new)
         for r, nr, lay in zip(op.outs, new.outs, result_layouts, strict=True):
             env[r] = (nr, lay)
+
+    def _pending_scan_outputs(
+        self,
+        op: ir.ScanOp,
+        layout: dict[SSAValue, Layout],
+        env: dict[SSAValue, tuple[SSAValue, Layout]],
+    ) -> None:
+        """Let a scan's stacked outputs (``ys``) that are pending sums leave the body as such.
+
+        A per-iteration gradient is partial over the batch axis. Reducing it at the yield
+        all-reduces every iteration; instead each iteration converts it straight to the
+        layout its consumers after the scan need (a reduce-scatter when they want it
+        tiled, as ZeRO does), and what remains partial is reduced once after the scan.
+        """
+        nk = op.params["num_carry"]
+        body_yield = _terminator(op.bodies[0].block)
+        for y, out in zip(body_yield.operands[nk:], op.outs[nk:], strict=True):
+            planned = self.prop.sharding(y)
+            if not planned.partial or not isinstance(y, OpResult):
+                continue
+            want = self._consumer_dims(out, env)
+            if want is None or want[0]:
+                want = ((), *layout[y].dims)
+            tiled = {a for axes in want for a in axes}
+            pending = tuple(a for a in planned.partial if a not in tiled)
+            layout[y] = ir.Sharding(want[1:], pending, planned.reduction)
+            layout[out] = ir.Sharding(want, pending, planned.reduction)
+
+    def _consumer_dims(
+        self, value: SSAValue, env: dict[SSAValue, tuple[SSAValue, Layout]]
+    ) -> tuple[tuple[str, ...], ...] | None:
+        """The tiling every consumer of `value` needs, or None if they differ or cannot say."""
+        wants = set()
+        for use in value.uses:
+            user = use.operation
+            rule = get_rule(user) if isinstance(user, ir.PrimOp) and not _is_noop(user) else None
+            if rule is None:
+                return None
+            actual = [
+                env[v][1] if v in env else self.prop.sharding(v)
+                for v in user.args  # type: ignore[attr-defined]
+            ]
+            factor_axes, _ = self.op_sharding(user, rule, actual)  # type: ignore[arg-type]
+            wants.add(self.tensor_layout(rule.operands[use.index], factor_axes))
+        return wants.pop() if len(wants) == 1 else None
 
 
 def _is_noop(op: ir.PrimOp) -> bool:

@@ -46,6 +46,8 @@ class GPTConfig:
       vocab: vocabulary size; tokens are drawn from ``[0, vocab)``.
       d_ff: hidden width of the MLP (f).
       dtype: dtype name of params and activations; the loss is computed in float32.
+      remat: recompute each block's activations in the backward pass (`jax.checkpoint`
+        per block): only block inputs are kept, as large-model training does.
     """
 
     layers: int = 2
@@ -56,6 +58,7 @@ class GPTConfig:
     vocab: int = 64
     d_ff: int = 128
     dtype: str = "float32"
+    remat: bool = False
 
 
 def _gpt_spec(c: GPTConfig) -> tuple[dict, dict]:
@@ -112,11 +115,14 @@ def _gpt_loss(params: dict, batch: dict, c: GPTConfig, *, stacked: bool) -> jax.
     tokens = batch["tokens"]
     x = params["embed"]["tokens"][tokens]  # gather; its gradient is a scatter-add
     x = x + params["embed"]["positions"][None, : tokens.shape[1]]
+    block = functools.partial(_gpt_block, heads=c.heads)
+    if c.remat:
+        block = jax.checkpoint(block)
     if stacked:
-        x, _ = jax.lax.scan(lambda h, blk: (_gpt_block(h, blk, c.heads), None), x, params["blocks"])
+        x, _ = jax.lax.scan(lambda h, blk: (block(h, blk), None), x, params["blocks"])
     else:
         for blk in params["blocks"]:
-            x = _gpt_block(x, blk, c.heads)
+            x = block(x, blk)
     x = _layer_norm(x, params["final_ln"])
     logits = (x @ params["head"]).astype(jnp.float32)
     logp = _log_softmax(logits)
