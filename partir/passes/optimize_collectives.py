@@ -3,6 +3,7 @@
   all_slice(d, A) . all_reduce(A')          -> reduce_scatter(d, A) [. all_reduce(A' - A)]
   all_slice(d, A) . all_gather(d, A)        -> identity
   all_slice(e, A) . all_gather(d, A), d != e -> all_to_all(d -> e, A)
+  f . all_gather(d, A) -> all_gather(d, A) . f   (f elementwise, narrowing the dtype)
 
 A rewrite applies only where the inner collective has no other user, so nothing is
 computed twice; values gathered for several consumers are gathered once (lowering
@@ -19,6 +20,7 @@ from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
 from partir import ir
+from partir.rules import get_rule
 
 
 def _erase(op: Operation) -> None:
@@ -80,6 +82,43 @@ def _rewrite_slice(op: ir.AllSliceOp) -> bool:
             op, producer, ir.AllToAllOp(producer.input, op.result.type, list(axes), src=src, dst=d)
         )
     return False
+
+
+def _sink_gather(op: ir.AllGatherOp) -> bool:
+    """Gather after, not before, an elementwise op that narrows the dtype (fewer bytes).
+
+    A parameter kept in float32 and gathered for a bfloat16 matmul is converted on its
+    local shard and the bfloat16 shard is gathered: half the bytes on the wire.
+    """
+    if not _single_use(op):
+        return False
+    user = next(iter(op.result.uses)).operation
+    if not isinstance(user, ir.PrimOp) or len(user.args) != 1 or len(user.outs) != 1:
+        return False
+    rule = get_rule(user)
+    if rule is None or rule.operands[0] != rule.results[0] or rule.reduce:
+        return False
+    narrowed = ir.ITEMSIZE[ir.dtype_of(user.outs[0].type)]
+    if narrowed >= ir.ITEMSIZE[ir.dtype_of(op.input.type)]:
+        return False
+    local_shape = ir.shape_of(op.input.type)
+    local = ir.PrimOp(
+        user.primitive_name,
+        [op.input],
+        [ir.tensor_type(local_shape, ir.dtype_of(user.outs[0].type))],
+        user.params,
+        user.location,
+    )
+    gather = ir.AllGatherOp(local.outs[0], user.outs[0].type, list(op.axis_names), dim=op.dim.data)
+    _copy_why(op, gather)
+    block = user.parent_block()
+    assert block is not None
+    block.insert_op_before(local, user)
+    block.insert_op_before(gather, user)
+    user.results[0].replace_all_uses_with(gather.result)
+    _erase(user)
+    _erase(op)
+    return True
 
 
 def _split_reduce(op: ir.AllReduceOp) -> bool:
@@ -164,12 +203,15 @@ def optimize_collectives(module: ModuleOp) -> None:
                 changed = True
             elif isinstance(op, ir.AllReduceOp) and _split_reduce(op):
                 changed = True
+            elif isinstance(op, ir.AllGatherOp) and _sink_gather(op):
+                changed = True
     _merge_duplicates(module)
 
 
 @dataclass(frozen=True)
 class OptimizeCollectivesPass(ModulePass):
-    """Fuse slice-of-reduce into reduce_scatter and slice-of-gather into all_to_all or nothing."""
+    """Fuse slice-of-reduce into reduce_scatter and slice-of-gather into all_to_all or
+    nothing; gather after a narrowing elementwise op rather than before it."""
 
     name = "partir-optimize-collectives"
 

@@ -99,3 +99,32 @@ builtin.module attributes {partir.mesh = #partir.mesh<["x"=2, "y"=4]>} {
 // CHECK-NEXT:    %[[L:.*]] = partir.prim reduce_sum(%[[RS]]) [axes=(0,), out_sharding=None] : (tensor<2x4xf32>) -> tensor<4xf32>
 // CHECK-NEXT:    %[[T:.*]] = spmd.all_reduce %[[L]] kind sum axes ["y"] : tensor<4xf32> -> tensor<4xf32>
 // CHECK-NEXT:    func.return %[[RS]], %[[T]]
+
+// -----
+
+// a gather feeding only a narrowing convert: convert the local shard, gather half the bytes
+builtin.module attributes {partir.mesh = #partir.mesh<["x"=2, "y"=4]>} {
+  func.func @gather_before_narrowing_convert(%a: tensor<2x8xf32>) -> tensor<8x8xbf16> {
+    %g = spmd.all_gather %a dim 0 axes ["y"] : tensor<2x8xf32> -> tensor<8x8xf32>
+    %c = partir.prim convert_element_type(%g) [new_dtype=bfloat16, weak_type=False, sharding=None] : (tensor<8x8xf32>) -> tensor<8x8xbf16>
+    func.return %c : tensor<8x8xbf16>
+  }
+}
+// CHECK-LABEL: func.func @gather_before_narrowing_convert
+// CHECK-NEXT:    %[[C:.*]] = partir.prim convert_element_type(%a) [new_dtype=bfloat16, weak_type=False, sharding=None] : (tensor<2x8xf32>) -> tensor<2x8xbf16>
+// CHECK-NEXT:    %[[G:.*]] = spmd.all_gather %[[C]] dim 0 axes ["y"] : tensor<2x8xbf16> -> tensor<8x8xbf16>
+// CHECK-NEXT:    func.return %[[G]]
+
+// -----
+
+// a widening convert, or a gather with another user, stays as it is
+builtin.module attributes {partir.mesh = #partir.mesh<["x"=2, "y"=4]>} {
+  func.func @gather_before_widening_convert(%a: tensor<2x8xbf16>) -> (tensor<8x8xf32>, tensor<8x8xbf16>) {
+    %g = spmd.all_gather %a dim 0 axes ["y"] : tensor<2x8xbf16> -> tensor<8x8xbf16>
+    %c = partir.prim convert_element_type(%g) [new_dtype=float32, weak_type=False, sharding=None] : (tensor<8x8xbf16>) -> tensor<8x8xf32>
+    func.return %c, %g : tensor<8x8xf32>, tensor<8x8xbf16>
+  }
+}
+// CHECK-LABEL: func.func @gather_before_widening_convert
+// CHECK-NEXT:    %g = spmd.all_gather %a dim 0 axes ["y"] : tensor<2x8xbf16> -> tensor<8x8xbf16>
+// CHECK-NEXT:    %c = partir.prim convert_element_type(%g)
