@@ -27,6 +27,10 @@ bench: venv
 	$(PY) benchmarks/plan_vs_xla.py
 	$(PY) benchmarks/runtime.py
 	$(PY) benchmarks/simulate_speed.py
+	$(PY) benchmarks/simulator_accuracy.py
+	$(PY) benchmarks/what_if_175b.py
+	$(PY) benchmarks/auto_quality.py
+	$(PY) benchmarks/auto_search_time.py
 
 lint: venv
 	$(VENV)/bin/ruff check partir tests benchmarks

@@ -12,4 +12,5 @@ from partir._program import Program as Program
 from partir._program import parse as parse
 from partir._program import trace as trace
 from partir.tactics import REPLICATED as REPLICATED
+from partir.tactics import AutomaticPartition as AutomaticPartition
 from partir.tactics import ManualPartition as ManualPartition

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AbstractMesh, AxisType, Mesh
 
 import partir.rules  # noqa: F401  (registers every sharding rule)
 from partir import ir
@@ -16,6 +17,7 @@ from partir._plan import Plan, _leaf_signature
 from partir._program import trace
 from partir.errors import MeshError, PartIRError, ScheduleError
 from partir.passes.propagate import Propagator
+from partir.simulator import get_hardware
 from partir.tactics import TACTIC_TYPES, TacticContext
 
 MODES = ("annotate", "spmd")
@@ -40,11 +42,14 @@ def _check_schedule(schedule: Any) -> tuple[Any, ...]:
     return tuple(schedule)
 
 
-def resolve_mesh(mesh: Any) -> Mesh:
+def resolve_mesh(mesh: Any) -> Mesh | AbstractMesh:
     """The mesh to partition on, with `AxisType.Auto` axes (so XLA's propagation applies).
 
-    `mesh` may be a `jax.sharding.Mesh`, a mapping or sequence of (axis name, size), or
-    None to use the mesh set by `jax.set_mesh`.
+    `mesh` may be a `jax.sharding.Mesh`, a `jax.sharding.AbstractMesh` (plan, explain and
+    simulate without devices: what-if studies of meshes larger than this machine), a
+    mapping or sequence of (axis name, size), or None to use the mesh set by
+    `jax.set_mesh`. A mapping whose device count exceeds this machine's gives an
+    `AbstractMesh`: the plan can be inspected and simulated but not run.
     """
     if mesh is None:
         current = jax.sharding.get_mesh()
@@ -55,15 +60,18 @@ def resolve_mesh(mesh: Any) -> Mesh:
                 "inside `with jax.set_mesh(mesh):`."
             )
         mesh = current
-    if isinstance(mesh, Mapping | Sequence) and not isinstance(mesh, Mesh):
+    if isinstance(mesh, Mapping | Sequence) and not isinstance(mesh, Mesh | AbstractMesh):
         items = list(mesh.items()) if isinstance(mesh, Mapping) else [tuple(x) for x in mesh]
-        names = [n for n, _ in items]
-        for n in names:
-            if names.count(n) > 1:
-                raise MeshError(
-                    f"mesh axis name {n!r} is used twice in {items}; each axis needs its own name."
-                )
+        names = [str(n) for n, _ in items]
+        _check_axis_names(names)
         sizes = [int(s) for _, s in items]
+        for name, size in zip(names, sizes, strict=True):
+            if size < 1:
+                raise MeshError(f"mesh axis {name!r} has size {size}; sizes must be >= 1.")
+        if math.prod(sizes) > len(jax.devices()):
+            return AbstractMesh(
+                tuple(sizes), tuple(names), axis_types=(AxisType.Auto,) * len(names)
+            )
         try:
             mesh = jax.make_mesh(
                 tuple(sizes), tuple(names), axis_types=(AxisType.Auto,) * len(names)
@@ -72,28 +80,48 @@ def resolve_mesh(mesh: Any) -> Mesh:
             raise MeshError(
                 f"cannot build mesh {dict(items)} on {len(jax.devices())} devices: {e}"
             ) from None
+    if isinstance(mesh, AbstractMesh):
+        _check_axis_names(list(mesh.axis_names))
+        if any(t != AxisType.Auto for t in mesh.axis_types):
+            mesh = AbstractMesh(
+                mesh.axis_sizes, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names)
+            )
+        return mesh
     if not isinstance(mesh, Mesh):
         raise MeshError(f"expected a jax.sharding.Mesh, got {type(mesh).__name__}")
     names = list(mesh.axis_names)
+    _check_axis_names(names)
+    if any(t != AxisType.Auto for t in mesh.axis_types):
+        mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(names))
+    return mesh
+
+
+def _check_axis_names(names: list[Any]) -> None:
     for n in names:
         if names.count(n) > 1:
             raise MeshError(
                 f"mesh axis name {n!r} is used twice in {tuple(names)}; each axis needs its own name."
             )
-    if any(t != AxisType.Auto for t in mesh.axis_types):
-        mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(names))
-    return mesh
 
 
 class Partitioned:
     """A function partitioned by a schedule. Call it like a `jax.jit` function (one plan
     and one compilation per input signature), or ask for its `plan` without running."""
 
-    def __init__(self, fn: Callable[..., Any], schedule: tuple[Any, ...], mesh: Any, mode: str):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        schedule: tuple[Any, ...],
+        mesh: Any,
+        mode: str,
+        hardware: Any = "cpu",
+    ):
         self.fn = fn
         self.schedule = schedule
         self._mesh = mesh
         self.mode = mode
+        self.hardware = hardware
+        """The simulator profile automatic tactics judge candidates on."""
         self._plans: dict[Any, Plan] = {}
         functools.update_wrapper(self, fn)
 
@@ -114,7 +142,7 @@ class Partitioned:
         kwargs: dict[str, Any],
         leaves: list[Any],
         signature: Any,
-        mesh: Mesh,
+        mesh: Mesh | AbstractMesh,
     ) -> Plan:
         program = trace(self.fn, *args, **kwargs)
         mesh_attr = ir.MeshAttr(tuple((str(n), int(s)) for n, s in mesh.shape.items()))
@@ -123,7 +151,7 @@ class Partitioned:
         outputs = list(program.function.body.block.last_op.operands)  # type: ignore[union-attr]
         ctx = TacticContext(
             propagator, program.input_paths, list(program.function.args), non_array, program.name,
-            program.output_paths, outputs,
+            program.output_paths, outputs, self.hardware,
         )  # fmt: skip
         records = [tactic.apply(ctx, i) for i, tactic in enumerate(self.schedule)]
         return Plan(program, mesh, self.schedule, propagator, records, self.mode, signature)
@@ -137,7 +165,7 @@ class Partitioned:
 
 
 def partition(
-    schedule: Any, *, mesh: Any = None, mode: str = "annotate"
+    schedule: Any, *, mesh: Any = None, mode: str = "annotate", hardware: Any = "cpu"
 ) -> Callable[[Callable[..., Any]], Partitioned]:
     """Partition a JAX function with a schedule of tactics.
 
@@ -150,6 +178,9 @@ def partition(
         every value the plan decided; XLA's partitioner inserts the collectives.
         ``"spmd"``: a `jax.shard_map` program running the device-local IR op by op, with
         exactly the planned collectives (`plan.collectives()`).
+      hardware: the simulator profile (a name such as ``"tpu-v5p"`` or ``"h100"``, or a
+        `partir.simulator.Hardware`) that `AutomaticPartition` tactics judge candidates
+        on when they do not name their own.
 
     Returns:
       A decorator; the decorated function is called like a `jax.jit` function and has
@@ -158,8 +189,9 @@ def partition(
     tactics = _check_schedule(schedule)
     if mode not in MODES:
         raise PartIRError(f"partir.partition(mode={mode!r}): available modes are {MODES}.")
+    get_hardware(hardware)  # an unknown profile fails here, not at the first plan
 
     def decorate(fn: Callable[..., Any]) -> Partitioned:
-        return Partitioned(fn, tactics, mesh, mode)
+        return Partitioned(fn, tactics, mesh, mode, hardware)
 
     return decorate

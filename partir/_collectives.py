@@ -59,6 +59,13 @@ class CollectiveTable(list[Collective]):
             out[(c.kind, c.axes)]["bytes"] += c.bytes
         return dict(out)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: totals per (kind, axes), then every collective (folded)."""
+        # imported here: partir._display needs partir._history, which imports this module
+        from partir._display import collectives_html
+
+        return collectives_html(self)
+
     def __str__(self) -> str:
         rows = [("kind", "axes", "local result", "bytes", "source", "for")]
         for c in self:

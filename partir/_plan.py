@@ -8,22 +8,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AbstractMesh, Mesh, NamedSharding
 from xdsl.ir import BlockArgument, OpResult, SSAValue
 
 from partir import ir
 from partir._check import CompiledCheck, check_compiled
 from partir._collectives import CollectiveTable, collective_table
+from partir._display import plan_html
 from partir._gc import gc_paused
+from partir._history import History, history, remember_hardware
 from partir._program import Program
 from partir.backend.annotate import emit_annotated, named_sharding
 from partir.backend.spmd import emit_spmd
-from partir.errors import InputMismatchError, SelectorError
+from partir.errors import InputMismatchError, MeshError, SelectorError
 from partir.passes.lower_to_spmd import Lowered, lower_to_spmd
 from partir.passes.optimize_collectives import optimize_collectives
 from partir.passes.propagate import Conflict, Propagator, location_of
 from partir.simulator import Report, simulate
-from partir.tactics import TacticRecord, select
+from partir.tactics import FoundSchedule, TacticRecord, found_schedule, select
 
 
 def describe_value(plan_paths: dict[SSAValue, str], value: SSAValue) -> str:
@@ -88,7 +90,7 @@ class Plan:
     def __init__(
         self,
         program: Program,
-        mesh: Mesh,
+        mesh: Mesh | AbstractMesh,
         schedule: Sequence[Any],
         propagator: Propagator,
         records: list[TacticRecord],
@@ -224,6 +226,13 @@ class Plan:
         )
         return header + "\n" + str(self.program)
 
+    @property
+    def tactics_found(self) -> FoundSchedule:
+        """The schedule with each `AutomaticPartition` replaced by the `ManualPartition`
+        tactics it found: partitioning with it instead gives this same plan. ``print`` it
+        for code to paste."""
+        return found_schedule(self.schedule, self.records)
+
     def summary(self) -> str:
         """One line per tactic: what it seeded and the conflicts it met."""
         out = []
@@ -257,7 +266,25 @@ class Plan:
             `partir.simulator.Hardware`.
           **options: passed to `partir.simulator.simulate` (``topology``, ``donate``).
         """
+        remember_hardware(self, hardware, options)
         return simulate(self.lowered.module, hardware, **options)
+
+    @property
+    def history(self) -> History:
+        """Per tactic: what it sharded, the collectives it added or removed, its conflicts,
+        and its simulated change in step time and peak memory (`partir._history.History`).
+
+        Simulated on the hardware of the last `simulate` call (``"cpu"`` before any);
+        `history_for` names another. Computed once per plan and hardware.
+        """
+        return history(self)
+
+    def history_for(self, hardware: Any, **options: Any) -> History:
+        """`history`, simulated on `hardware` (a profile name or `Hardware`) with `options`."""
+        return history(self, hardware, **options)
+
+    def _repr_html_(self) -> str:
+        return plan_html(self)
 
     def check_compiled(self) -> CompiledCheck:
         """Compile what calling the plan runs and compare XLA's collectives with the plan's.
@@ -265,14 +292,32 @@ class Plan:
         Returns a `partir._check.CompiledCheck`: per (kind, axes), planned vs compiled
         counts and bytes, and what matched, what XLA added and what is missing.
         """
+        self._require_devices("check_compiled()")
         return check_compiled(self)
+
+    @property
+    def is_abstract(self) -> bool:
+        """Whether the plan is on an `AbstractMesh` (planned from shapes, not runnable here)."""
+        return isinstance(self.mesh, AbstractMesh)
+
+    def _require_devices(self, what: str) -> None:
+        if self.is_abstract:
+            raise MeshError(
+                f"{what} needs devices, but this plan is on the abstract mesh "
+                f"{dict(self.mesh.shape)} ({self.mesh.size} devices; this machine has "
+                f"{len(jax.devices())}). Inspect it (print, collectives(), simulate(), explain) "
+                "or plan again on a mesh of real devices to run it."
+            )
 
     @functools.cached_property
     def jitted(self) -> Any:
         """The jitted function on flat input leaves, with the plan's shardings."""
+        self._require_devices("running the plan")
+        mesh = self.mesh
+        assert isinstance(mesh, Mesh)
         if self.mode == "spmd":
             low = self.lowered
-            return emit_spmd(low.module, self.mesh, low.in_layouts, low.out_layouts)
+            return emit_spmd(low.module, mesh, low.in_layouts, low.out_layouts)
         decided = {}
         for value in self.propagator.dims.keys() | self.propagator.partial.keys():
             decided[value] = self.propagator.sharding(value)
@@ -280,7 +325,7 @@ class Plan:
             decided.setdefault(value, self.propagator.sharding(value))
         needs = self.propagator.operand_requirements()
         return emit_annotated(
-            self.program.module, self.mesh, decided, self._flat_in, self._flat_out, needs
+            self.program.module, mesh, decided, self._flat_in, self._flat_out, needs
         )
 
     def _flatten_checked(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
@@ -292,6 +337,7 @@ class Plan:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the partitioned function (inputs must match the planned shapes)."""
+        self._require_devices("running the plan")
         leaves = self._flatten_checked(args, kwargs)
         # jit refuses committed arrays laid out otherwise; move them to the planned layout
         leaves = [

@@ -7,6 +7,10 @@ import jax
 # Before any JAX op: the backend reads this once, when it is first initialised.
 jax.config.update("jax_num_cpu_devices", 8)
 
+# The `cpu` profile is the built-in default in tests, whatever `partir calibrate` measured
+# on this machine (tests that need a profile file set their own).
+os.environ["PARTIR_CPU_PROFILE"] = os.path.join(os.path.dirname(__file__), "no-cpu-profile.json")
+
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
@@ -26,8 +26,9 @@ def partition_spec(sharding: ir.Sharding) -> PartitionSpec:
     return PartitionSpec(*entries)
 
 
-def named_sharding(mesh: Mesh, sharding: ir.Sharding | None) -> NamedSharding:
-    """A `NamedSharding` on `mesh` (replicated when `sharding` is None)."""
+def named_sharding(mesh: Mesh | AbstractMesh, sharding: ir.Sharding | None) -> NamedSharding:
+    """A `NamedSharding` on `mesh` (replicated when `sharding` is None); an `AbstractMesh`
+    gives one to read (its spec, shard shapes), not to place arrays with."""
     return NamedSharding(mesh, PartitionSpec() if sharding is None else partition_spec(sharding))
 
 

@@ -23,8 +23,22 @@ def _optimize_collectives() -> type[ModulePass]:
     return OptimizeCollectivesPass
 
 
+def _lower_to_spmd() -> type[ModulePass]:
+    from partir.passes.lower_pass import LowerToSpmdPass
+
+    return LowerToSpmdPass
+
+
+def _propagate() -> type[ModulePass]:
+    from partir.passes.propagate_pass import PropagatePass
+
+    return PropagatePass
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "partir-lower-to-spmd": _lower_to_spmd,
     "partir-optimize-collectives": _optimize_collectives,
     "partir-populate-rules": _populate_rules,
+    "partir-propagate": _propagate,
 }
 """Pass name -> getter of the pass class."""

@@ -19,7 +19,7 @@ Each collective records the op and the user's source line it serves.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from xdsl.ir import Attribute, Block, Operation, OpResult, Region, SSAValue
 
 from partir import ir
 from partir.passes.propagate import Propagator, location_of
+from partir.passes.resolve import follow_operands
 from partir.rules import FactorKind, OpRule, get_rule
 
 Layout = ir.Sharding
@@ -64,9 +65,10 @@ def _strip_partial(layout: Layout) -> Layout:
 
 
 class _Lowering:
-    def __init__(self, prop: Propagator):
+    def __init__(self, prop: Propagator, rules: Mapping[Operation, OpRule] | None = None):
         self.prop = prop
         self.sizes = prop.sizes
+        self.rules = rules
 
     # -- layouts ---------------------------------------------------------------------------
 
@@ -231,7 +233,8 @@ class _Lowering:
             env[op.outs[0]] = env[op.args[0]]
             return
         where = f"{op.primitive_name} at {location_of(op)}"
-        rule = get_rule(op)
+        rule = self.rules.get(op) if self.rules is not None else None
+        rule = rule if rule is not None else get_rule(op)
         actual = [env[v][1] for v in op.args]
         if rule is None:  # a barrier: run it whole on every device
             operands = [
@@ -248,6 +251,7 @@ class _Lowering:
             results = [ir.Sharding.replicated(len(ir.shape_of(r.type))) for r in op.outs]
         else:
             factor_axes, carried = self.op_sharding(op, rule, actual)
+            factor_axes = follow_operands(rule, op.args, actual, factor_axes, carried, self)
             reduce_axes = [
                 a
                 for f, axes in factor_axes.items()
@@ -477,7 +481,10 @@ def localize_params(
 
 
 def lower_to_spmd(
-    prop: Propagator, input_layouts: Sequence[Layout], output_layouts: Sequence[Layout]
+    prop: Propagator,
+    input_layouts: Sequence[Layout],
+    output_layouts: Sequence[Layout],
+    rules: Mapping[Operation, OpRule] | None = None,
 ) -> Lowered:
     """Lower the propagated program to a device-local one.
 
@@ -485,8 +492,10 @@ def lower_to_spmd(
       prop: the propagation state of the (global) program.
       input_layouts: the layout each input arrives in.
       output_layouts: the layout each output must leave in (no partial axes).
+      rules: op -> its sharding rule, already built (a search lowering one program many
+        times passes them once); ops missing from it get `get_rule`.
     """
-    lowering = _Lowering(prop)
+    lowering = _Lowering(prop, rules)
     src_fn = prop.entry()
     src_block = src_fn.body.block
     sizes = prop.sizes

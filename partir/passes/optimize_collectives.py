@@ -4,6 +4,8 @@
   all_slice(d, A) . all_gather(d, A)        -> identity
   all_slice(e, A) . all_gather(d, A), d != e -> all_to_all(d -> e, A)
   f . all_gather(d, A) -> all_gather(d, A) . f   (f elementwise, narrowing the dtype)
+  all_gather(d', A) . u(x) -> u(all_gather(d, A)(x)) when x is gathered anyway (u a
+      one-operand op such as a transpose, d' the dim d becomes)
 
 A rewrite applies only where the inner collective has no other user, so nothing is
 computed twice; values gathered for several consumers are gathered once (lowering
@@ -20,6 +22,7 @@ from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
 from partir import ir
+from partir.passes.lower_to_spmd import localize_params
 from partir.rules import get_rule
 
 
@@ -121,6 +124,48 @@ def _sink_gather(op: ir.AllGatherOp) -> bool:
     return True
 
 
+def _reuse_gather(op: ir.AllGatherOp) -> bool:
+    """Apply a one-operand op to a gather the program already has, instead of gathering
+    its result too: ZeRO's forward gather of a weight also serves its transpose in the
+    backward pass, so each parameter is gathered once."""
+    producer = op.input.owner
+    if not isinstance(producer, ir.PrimOp) or len(producer.args) != 1 or len(producer.outs) != 1:
+        return False
+    rule = get_rule(producer)
+    if rule is None or rule.reduce:
+        return False
+    source = producer.args[0]
+    wanted = rule.results[0][op.dim.data]
+    block = op.parent_block()
+    assert block is not None
+    for use in source.uses:
+        other = use.operation
+        if (
+            isinstance(other, ir.AllGatherOp)
+            and other.parent_block() is block
+            and other.axis_names == op.axis_names
+            and rule.operands[0][other.dim.data] == wanted
+            and len(wanted) == 1
+            and block.get_operation_index(other) < block.get_operation_index(op)
+        ):
+            shapes = ([ir.shape_of(other.result.type)], [ir.shape_of(op.result.type)])
+            params = localize_params(producer, *shapes)
+            applied = ir.PrimOp(
+                producer.primitive_name,
+                [other.result],
+                [op.result.type],
+                params,
+                producer.location,
+            )
+            block.insert_op_before(applied, op)
+            op.result.replace_all_uses_with(applied.outs[0])
+            _erase(op)
+            if not producer.outs[0].uses:
+                _erase(producer)
+            return True
+    return False
+
+
 def _split_reduce(op: ir.AllReduceOp) -> bool:
     """all_reduce whose users are all_slices on one dim and reduce_sums over that dim."""
     if op.kind.data != "sum":
@@ -203,7 +248,7 @@ def optimize_collectives(module: ModuleOp) -> None:
                 changed = True
             elif isinstance(op, ir.AllReduceOp) and _split_reduce(op):
                 changed = True
-            elif isinstance(op, ir.AllGatherOp) and _sink_gather(op):
+            elif isinstance(op, ir.AllGatherOp) and (_sink_gather(op) or _reuse_gather(op)):
                 changed = True
     _merge_duplicates(module)
 

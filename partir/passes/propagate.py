@@ -109,6 +109,28 @@ class Propagator:
                     rule = identity_rule(shapes, offsets, stacked)
                     self._add_edge(Edge(op, rule, list(values), len(values)))
 
+    def copy(self) -> Propagator:
+        """A snapshot of the sharding state that can be changed without touching this one.
+
+        The program, the mesh and the edges are shared (propagation never changes them);
+        the shardings, pins, origins and conflicts are copied. Searches use it to try a
+        tactic on the state earlier tactics left, then throw the copy away.
+        """
+        new = Propagator.__new__(Propagator)
+        new.module, new.mesh, new.sizes = self.module, self.mesh, self.sizes
+        new.dims = {v: [list(d) for d in dims] for v, dims in self.dims.items()}
+        new.partial = {v: list(axes) for v, axes in self.partial.items()}
+        new.reduction = dict(self.reduction)
+        new.pinned = set(self.pinned)
+        new._pinned_values = set(self._pinned_values)
+        new.origin = dict(self.origin)  # Origin is frozen: sharing the entries is safe
+        new.conflicts = list(self.conflicts)
+        new._conflict_keys = set(self._conflict_keys)
+        new.barriers = collections.Counter(self.barriers)
+        new.visits = self.visits
+        new._edges = self._edges
+        return new
+
     def entry(self) -> func.FuncOp:
         """The program's entry function."""
         return next(op for op in self.module.ops if isinstance(op, func.FuncOp))

@@ -120,8 +120,12 @@ def simulate(
         dead = dead_ops(ops)
         walker = Walker(hw, topo).walk(block, ops, dead)
         memory = liveness(block, donate=donate, ops=ops, dead=dead)
-    step = walker.compute_s + walker.comm_s
-    overlap = walker.makespan
+    launch = 0.0
+    if hw.launch_overhead_s or hw.buffer_overhead_s:
+        buffers = len(block.args) + (len(ops[-1].operands) if ops else 0)
+        launch = hw.launch_overhead_s + hw.buffer_overhead_s * buffers
+    step = walker.compute_s + walker.comm_s + launch
+    overlap = walker.makespan + launch
     dtype = max(walker.heavy_flops, key=walker.heavy_flops.__getitem__, default="bfloat16")
     peak = hw.peak_flops_per_s(dtype)
     return Report(
@@ -131,7 +135,8 @@ def simulate(
         step_time_overlap_s=overlap,
         compute_time_s=walker.compute_s,
         communication_time_s=walker.comm_s,
-        flops=walker.flops,
+        launch_time_s=launch,
+        executed_flops=walker.flops,
         transcendentals=walker.transcendentals,
         bytes_accessed=walker.bytes_accessed,
         communication_bytes=walker.comm_bytes,

@@ -145,10 +145,11 @@ def alpha_beta_time(kind: str, volume_bytes: float, group: Sequence[AxisLink]) -
     n = group_size(group)
     if n <= 1 or kind == "all_slice":
         return 0.0
+    terms = [a.link.terms(kind) for a in group if a.size > 1]
+    base = max(t[0] for t in terms)
+    step = max(t[1] for t in terms)
+    bandwidth = min(t[2] for t in terms)
     links = [a.link for a in group if a.size > 1]
-    bandwidth = min(lk.effective_bandwidth_bytes_per_s for lk in links)
-    base = max(lk.base_latency_s for lk in links)
-    step = max(lk.latency_s for lk in links)
     if kind == "collective_permute":
         return base + step + volume_bytes / bandwidth
     if kind == "all_to_all":

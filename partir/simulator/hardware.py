@@ -41,6 +41,9 @@ class Link:
       switched: True for a full-bisection switch (NVSwitch, InfiniBand fat tree, DCN,
         shared memory), False for a ring/torus whose axes may lack wraparound.
       alt_bandwidth_bytes_per_s: the other published figure where sources disagree, or None.
+      per_kind: measured numbers that replace the ones above for one collective kind:
+        ``(kind, base_latency_s, latency_s, effective bandwidth)`` per kind (``partir
+        calibrate`` fits them on the CPU, where every kind is implemented differently).
     """
 
     kind: str
@@ -50,6 +53,18 @@ class Link:
     base_latency_s: float = 0.0
     switched: bool = False
     alt_bandwidth_bytes_per_s: float | None = None
+    per_kind: tuple[tuple[str, float, float, float], ...] = ()
+
+    def terms(self, collective: str) -> tuple[float, float, float]:
+        """``(base latency, per-step latency, effective bandwidth)`` for one collective kind.
+
+        Args:
+          collective: the collective kind (``"all_reduce"``, ...).
+        """
+        for kind, base, step, bandwidth in self.per_kind:
+            if kind == collective:
+                return base, step, bandwidth
+        return self.base_latency_s, self.latency_s, self.effective_bandwidth_bytes_per_s
 
     @property
     def effective_bandwidth_bytes_per_s(self) -> float:
@@ -88,6 +103,14 @@ class Hardware:
       min_kernel_time_s: time floor of one matmul/convolution kernel.
       flops_per_transcendental: flops one transcendental (exp, tanh, ...) costs in time.
       peak_int8_ops_per_s: int8 peak where published, else None.
+      kernel_overhead_s: time each kernel the compiler launches (an XLA fusion or a library
+        call) adds on top of its roofline time: the CPU runtime's per-kernel dispatch, which
+        dominates small programs there (``partir calibrate`` measures it); 0 on the
+        accelerator profiles, whose small-kernel cost is `min_kernel_time_s`.
+      launch_overhead_s: time to start one program (one step) on the device, whatever it
+        computes: the runtime's dispatch and synchronisation of the devices (CPU: measured
+        by ``partir calibrate``; 0 on the accelerator profiles, where it is negligible).
+      buffer_overhead_s: time each argument and result buffer adds to starting a program.
     """
 
     name: str
@@ -106,6 +129,9 @@ class Hardware:
     min_kernel_time_s: float = 0.0
     flops_per_transcendental: float = 1.0
     peak_int8_ops_per_s: float | None = None
+    kernel_overhead_s: float = 0.0
+    launch_overhead_s: float = 0.0
+    buffer_overhead_s: float = 0.0
     _by_kind: dict[str, Link] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -161,7 +187,12 @@ class Hardware:
                 f"unknown hardware fields {sorted(unknown)}; known: {sorted(names)}"
             )
         kwargs = dict(data)
-        kwargs["links"] = tuple(Link(**link) for link in data.get("links", ()))
+        links = []
+        for link in data.get("links", ()):
+            fields = dict(link)
+            fields["per_kind"] = tuple(tuple(k) for k in fields.get("per_kind", ()))
+            links.append(Link(**fields))
+        kwargs["links"] = tuple(links)
         for key in ("compute_efficiency", "memory_efficiency"):
             if key in kwargs:
                 kwargs[key] = tuple((float(a), float(b)) for a, b in kwargs[key])

@@ -8,6 +8,15 @@ that does not need its result, and compute waits only for the collectives it con
 latency-hiding scheduler's best case; bandwidth shared between the streams is not modelled).
 A region op runs alone: both streams wait for it.
 
+Fusion: XLA fuses elementwise, movement and reduction ops into loop fusions
+(`partir.simulator.fusion`), so such an op's memory traffic is only what crosses its
+fusion's boundary: it reads an operand from memory unless the operand's producer is fused
+into every fusion the op is in, and writes its result only if it roots a fusion. Its
+roofline uses those bytes (its FLOPs are unchanged). Matrix kernels, collectives and
+region ops read and write every operand and result. On a profile with a per-kernel
+overhead (`Hardware.kernel_overhead_s`, the CPU), every fusion root also costs that
+overhead on top of its roofline time.
+
 Loops: a scan costs `length` times its body; a while loop costs its condition and body once
 (its trip count is not known statically; XLA's HloCostAnalysis does the same); a cond costs
 its most expensive branch; a remat region costs its body once.
@@ -15,7 +24,9 @@ its most expensive branch; a remat region costs its body once.
 Costs are cached per (primitive, local types, parameters) in a process-wide table, per
 hardware for times, and per op object (weakly), so re-simulating a program, or another program
 of the same model, mostly hits the cache. An op changed in place after it was simulated keeps
-its cached cost unless its first result type changed: call `clear_caches()` after such edits.
+its cached cost unless its first result type changed, and the memory analysis of the last
+programs is kept while their ops are the same objects: call `clear_caches()` after such
+edits.
 """
 
 from __future__ import annotations
@@ -59,13 +70,25 @@ _ONE_BITS = {
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
+def _nbytes(value_type: Any) -> int:
+    shape = ir.shape_of(value_type)
+    return ir.ITEMSIZE[ir.dtype_of(value_type)] * int(np.prod(shape, dtype=np.int64))
+
+
+MEMOS: list[dict[Any, Any]] = []
+"""Other modules' caches that `clear_caches` empties too (the memory analysis registers one)."""
+
+
 def clear_caches() -> None:
-    """Forget every cached op cost and time (after changing a registered cost function)."""
+    """Forget every cached op cost, time and memory analysis (after changing a registered
+    cost function, or a program in place)."""
     _TYPES.clear()
     _COSTS.clear()
     _BY_OP.clear()
     _TIMES.clear()
     _COMMS.clear()
+    for memo in MEMOS:
+        memo.clear()
 
 
 def _constant_is(op: ir.ConstantOp, identity: int) -> bool:
@@ -166,6 +189,11 @@ class Walker:
         self.comm_free = 0.0
         self.ready: dict[int, float] = {}  # id(value) -> when it is ready (values outlive us)
         self.folded: dict[Operation, bool] = {}
+        self.kernels: set[Operation] | None = None
+        """The ops XLA launches as kernels (fusion roots), when the profile charges a
+        per-kernel overhead."""
+        self.clusters: dict[Operation, set[int]] = {}
+        """Op -> ids of the fusion roots computing it (`fusion.fusion_clusters`)."""
 
     @property
     def makespan(self) -> float:
@@ -200,6 +228,12 @@ class Walker:
         """
         ops = list(block.ops) if ops is None else ops
         dead = dead_ops(ops) if dead is None else dead
+        from partir.simulator.fusion import fusion_clusters  # fusion imports this module
+
+        clusters = fusion_clusters(block, ops, dead, reductions_read_memory=True)
+        self.clusters = clusters
+        if self.hw.kernel_overhead_s:
+            self.kernels = {op for op, mine in clusters.items() if id(op) in mine}
         for op in ops:
             if dead and op in dead:
                 continue
@@ -228,6 +262,10 @@ class Walker:
             entry = self._entry(op)
             self.by_op[op] = (entry, results[0].type if results else None)
         c, t, dtype, heavy = entry
+        if not heavy and c.bytes_accessed:
+            t = self._fused_time(op, c, t, dtype)
+        if self.kernels is not None and op in self.kernels:
+            t += self.hw.kernel_overhead_s
         m = self.mult
         self.records.append((op, m, c, t))
         self.flops += c.flops * m
@@ -243,6 +281,23 @@ class Walker:
             self.compute_free = start = start + t
         for r in results:
             self.ready[id(r)] = start
+
+    def _fused_time(self, op: ir.PrimOp, c: OpCost, t: float, dtype: str) -> float:
+        """The roofline of `op` counting only the bytes crossing its fusion's boundary."""
+        mine = self.clusters.get(op)
+        if not mine:
+            return t
+        moved = 0
+        for v in op.operands:
+            owner = v.owner
+            inner = self.clusters.get(owner) if isinstance(owner, Operation) else None
+            if inner is None or id(owner) in inner or not mine <= inner:
+                moved += _nbytes(v.type)
+        if id(op) in mine:
+            moved += sum(_nbytes(r.type) for r in op.results)
+        if moved >= c.bytes_accessed:
+            return t
+        return roofline_time(OpCost(c.flops, c.transcendentals, moved), self.hw, dtype)
 
     def _entry(self, op: ir.PrimOp) -> tuple[OpCost, float, str, bool]:
         name = op.primitive.data

@@ -14,6 +14,7 @@ from partir._gc import gc_paused
 from partir.passes.propagate import location_of
 from partir.simulator.collectives import KIND_OF, CommCost
 from partir.simulator.costs import OpCost
+from partir.simulator.display import report_html
 from partir.simulator.fusion import xla_flops
 from partir.simulator.hardware import Hardware
 from partir.simulator.memory import MemoryProfile
@@ -98,20 +99,29 @@ class Report:
     Attributes:
       hardware: the profile simulated.
       topology: how each mesh axis maps to the interconnect.
-      step_time_s: no overlap: all compute plus all communication.
+      step_time_s: no overlap: all compute plus all communication (plus `launch_time_s`).
       step_time_overlap_s: full overlap of communication with compute that does not need it
         (two in-order streams; see `partir.simulator.program`).
       compute_time_s: the sum of every op's roofline time.
       communication_time_s: the sum of every collective's time.
-      flops: floating-point operations per device per step (XLA's counting: transcendentals
-        apart, all_reduce 1 per element; scan bodies times their length).
-      transcendentals: transcendental evaluations per device.
+      launch_time_s: starting the program: the profile's launch overhead and per-buffer
+        overhead for each argument and result (0 except on the calibrated CPU profile).
+      executed_flops: floating-point operations one device executes per step: every op of
+        the program once, loop bodies times their trip count (a scan's length; a while loop,
+        whose trip count is unknown, once), a cond's costliest branch; counted per op the way
+        XLA's ``HloCostAnalysis`` counts (transcendentals apart, an FMA 2, all_reduce 1 per
+        element). `mfu` and `mfu_overlap` use it. `flops` is what XLA reports.
+      transcendentals: transcendental evaluations per device (executed, like
+        `executed_flops`).
       bytes_accessed: memory traffic per device (no fusion).
       communication_bytes: bytes each device sends per step.
       peak_memory_bytes: peak live buffers on one device.
       memory: the liveness result (`MemoryProfile`): what is live at the peak.
+      flops: (a property, computed on first access) FLOPs per device as XLA's
+        ``compiled.cost_analysis()["flops"]`` reports them: loop bodies once, elementwise
+        work that fusion recomputes counted per fusion. Compare this one with XLA.
       peak_flops_per_s: the peak `mfu` is measured against (the dtype doing most matmul flops).
-      mfu: ``flops / (step_time_s * peak_flops_per_s)``.
+      mfu: ``executed_flops / (step_time_s * peak_flops_per_s)``.
       mfu_overlap: the same with `step_time_overlap_s`.
     """
 
@@ -121,7 +131,8 @@ class Report:
     step_time_overlap_s: float
     compute_time_s: float
     communication_time_s: float
-    flops: float
+    launch_time_s: float
+    executed_flops: float
     transcendentals: float
     bytes_accessed: float
     communication_bytes: float
@@ -135,18 +146,20 @@ class Report:
     )
     """``(op, count, cost, seconds per run)`` per op, in program order (for the tables)."""
     block: Block | None = field(default=None, repr=False, compare=False)
-    """The simulated function body (for `xla_flops`)."""
+    """The simulated function body (for `flops`)."""
 
     @functools.cached_property
-    def xla_flops(self) -> float:
-        """What XLA's ``compiled.cost_analysis()["flops"]`` should report for this program.
+    def flops(self) -> float:
+        """FLOPs per device as XLA's ``compiled.cost_analysis()["flops"]`` reports them.
 
-        Unlike `flops`: loop bodies count once, and elementwise producers that XLA's loop
-        fusion recomputes in several consumer fusions count once per fusion (see
-        `partir.simulator.fusion`). Computed on first access.
+        Unlike `executed_flops`: a loop body counts once (XLA's cost analysis does not know
+        trip counts), and an elementwise producer that XLA's loop fusion recomputes in
+        several consumer fusions counts once per fusion (see `partir.simulator.fusion`).
+        Within 5% of the compiled program's count for every zoo model and schedule on the
+        8-device CPU mesh (tests/simulator). Computed on first access.
         """
         if self.block is None:
-            return self.flops
+            return self.executed_flops
         per_run = {op: c.flops for op, _, c, _ in self.records}
 
         def flops_of(op: Operation) -> float:
@@ -232,7 +245,9 @@ class Report:
             "step_time_overlap_s": self.step_time_overlap_s,
             "compute_time_s": self.compute_time_s,
             "communication_time_s": self.communication_time_s,
+            "launch_time_s": self.launch_time_s,
             "flops": self.flops,
+            "executed_flops": self.executed_flops,
             "transcendentals": self.transcendentals,
             "bytes_accessed": self.bytes_accessed,
             "communication_bytes": self.communication_bytes,
@@ -268,9 +283,11 @@ class Report:
             f"{_fmt_time(self.step_time_overlap_s)} (full overlap)",
             f"  compute      {_fmt_time(self.compute_time_s)}; communication "
             f"{_fmt_time(self.communication_time_s)} ({_fmt_bytes(self.communication_bytes)} "
-            "sent per device)",
-            f"flops/device   {self.flops:.4g} (+{self.transcendentals:.3g} transcendentals); "
-            f"MFU {self.mfu:.1%} ({self.mfu_overlap:.1%} with overlap)",
+            "sent per device)"
+            + (f"; launch {_fmt_time(self.launch_time_s)}" if self.launch_time_s else ""),
+            f"flops/device   {self.flops:.4g} as XLA counts them, {self.executed_flops:.4g} "
+            f"executed (+{self.transcendentals:.3g} transcendentals)",
+            f"MFU            {self.mfu:.1%} ({self.mfu_overlap:.1%} with overlap)",
             f"peak memory    {_fmt_bytes(self.peak_memory_bytes)} of "
             f"{_fmt_bytes(hw.memory_bytes)} ({fits}) at {mem.peak_location}",
             f"  live then    {cats}",
@@ -291,36 +308,81 @@ class Report:
                 )
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: the tables, the time breakdown and the memory timeline."""
+        return report_html(self)
+
     def plot(self, top: int = 12) -> Any:
-        """A matplotlib figure: time per primitive and collective kind, and memory at the peak.
+        """A matplotlib figure of two panels: where the step's time goes, and memory over time.
+
+        Left, time per primitive and per collective kind and axes (no overlap). Right, the
+        memory timeline (`MemoryProfile.timeline`): bytes in use while each op runs, as the
+        arguments, the result buffers and the temp heap on top, with the peak marked and the
+        device's capacity drawn when the peak comes near it. Built on
+        `matplotlib.figure.Figure` (no pyplot state, any backend); a notebook shows it.
 
         Args:
-          top: how many primitives to show (the rest are summed as ``other``).
-
-        Raises ImportError when matplotlib is not installed (partir does not depend on it).
+          top: how many primitives and collectives to show (the rest are summed as ``other``).
         """
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as e:
-            raise ImportError(
-                "Report.plot() needs matplotlib, which partir does not depend on; install it "
-                "with `pip install matplotlib` (or read str(report) / report.to_dict())"
-            ) from e
+        from matplotlib.figure import Figure
+
         by_kind: dict[str, float] = collections.defaultdict(float)
         for r in self.ops:
             by_kind[r.primitive] += r.time_s
         for c in self.collectives:
-            by_kind[f"{c.kind} ({','.join(c.axes)})"] += c.time_s
+            if c.time_s:
+                by_kind[f"{c.kind} ({','.join(c.axes)})"] += c.time_s
         items = sorted(by_kind.items(), key=lambda kv: -kv[1])
         shown = items[:top] + ([("other", sum(v for _, v in items[top:]))] if items[top:] else [])
-        fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
-        ax_t.barh([k for k, _ in shown][::-1], [v * 1e3 for _, v in shown][::-1])
-        ax_t.set_xlabel("ms per step (no overlap)")
-        ax_t.set_title(f"{self.hardware.name}: {_fmt_time(self.step_time_s)} per step")
-        cats = self.memory.by_category
-        ax_m.bar(list(cats), [v / 2**30 for v in cats.values()])
-        ax_m.axhline(self.hardware.memory_bytes / 2**30, color="red", linestyle="--")
-        ax_m.set_ylabel("GiB live at the peak")
-        ax_m.set_title(f"peak {_fmt_bytes(self.peak_memory_bytes)}")
+        scale, unit = _time_unit(max((v for _, v in shown), default=0.0))
+        fig = Figure(figsize=(13, 4.5))
+        ax_t, ax_m = fig.subplots(1, 2, gridspec_kw={"width_ratios": (1, 1.3)})
+        labels = [k for k, _ in shown][::-1]
+        ax_t.barh(labels, [v / scale for _, v in shown][::-1], color="#4c72b0")
+        ax_t.set_xlabel(f"{unit} per step (no overlap)")
+        ax_t.set_title(
+            f"{self.hardware.name}: {_fmt_time(self.step_time_s)} per step "
+            f"({_fmt_time(self.step_time_overlap_s)} with overlap)",
+            fontsize=10,
+        )
+        mem = self.memory
+        timeline = list(mem.timeline) or [self.peak_memory_bytes]
+        b_scale, b_unit = _byte_unit(max(timeline))
+        xs = range(len(timeline))
+        args = mem.by_category.get("arguments", 0) / b_scale
+        outs = mem.by_category.get("outputs", 0) / b_scale
+        ax_m.fill_between(xs, 0, args, color="#8da0cb", label="arguments", step="post")
+        ax_m.fill_between(xs, args, args + outs, color="#a6d854", label="result buffers",
+                          step="post")  # fmt: skip
+        ax_m.fill_between(xs, args + outs, [v / b_scale for v in timeline], color="#fc8d62",
+                          label="temporaries and activations", step="post")  # fmt: skip
+        peak_at = max(xs, key=timeline.__getitem__)
+        ax_m.plot([peak_at], [timeline[peak_at] / b_scale], "kv")
+        if self.peak_memory_bytes > 0.5 * self.hardware.memory_bytes:
+            ax_m.axhline(self.hardware.memory_bytes / b_scale, color="red", linestyle="--",
+                         label="device memory")  # fmt: skip
+        ax_m.set_xlabel("op (program order)")
+        ax_m.set_ylabel(f"{b_unit} in use")
+        ax_m.set_title(
+            f"peak {_fmt_bytes(self.peak_memory_bytes)} of {_fmt_bytes(self.hardware.memory_bytes)}"
+            f" at {mem.peak_location}"[:90],
+            fontsize=10,
+        )
+        ax_m.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
         return fig
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    if seconds >= 1:
+        return 1.0, "s"
+    if seconds >= 1e-3:
+        return 1e-3, "ms"
+    return 1e-6, "us"
+
+
+def _byte_unit(num_bytes: float) -> tuple[float, str]:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if num_bytes >= size:
+            return float(size), unit
+    return 1.0, "B"

@@ -3,13 +3,17 @@
 A schedule is a list of tactics applied in order; earlier tactics win.
 """
 
+from partir.tactics.automatic import AutomaticPartition as AutomaticPartition
+from partir.tactics.automatic import AutomaticRecord as AutomaticRecord
+from partir.tactics.automatic import FoundSchedule as FoundSchedule
+from partir.tactics.automatic import found_schedule as found_schedule
 from partir.tactics.manual import REPLICATED as REPLICATED
 from partir.tactics.manual import ManualPartition as ManualPartition
 from partir.tactics.manual import TacticContext as TacticContext
 from partir.tactics.manual import TacticRecord as TacticRecord
 from partir.tactics.selectors import select as select
 
-TACTIC_TYPES: tuple[type, ...] = (ManualPartition,)
+TACTIC_TYPES: tuple[type, ...] = (ManualPartition, AutomaticPartition)
 """Everything a schedule may contain."""
 from partir.tactics.presets import BP as BP  # noqa: E402
 from partir.tactics.presets import EMB as EMB  # noqa: E402

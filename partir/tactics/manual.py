@@ -55,6 +55,9 @@ class TacticContext:
     """Every output leaf's path (``out/0/blocks/0/attn/q``); selectors may name them too."""
     outputs: list[SSAValue] = field(default_factory=list)
     """The values the entry function returns, one per output leaf."""
+    hardware: Any = "cpu"
+    """The simulator profile (name or `partir.simulator.Hardware`) automatic tactics judge
+    candidates on, unless they name their own (`partir.partition(hardware=...)`)."""
 
     @property
     def paths(self) -> list[str]:

@@ -354,24 +354,20 @@ def EP(
     """Expert parallelism (Lepikhin et al. 2020, GShard): experts split on their expert dim.
 
     Each device holds ``experts / |axis|`` experts (and their optimizer state). What that
-    makes of the token traffic depends on the axis, and neither gives GShard's all-to-all
-    dispatch today:
+    makes of the token traffic depends on the axis:
 
+    - on the data axis after `BP` (``[*BP(), *EP(axis="batch")]``): GShard's dispatch.
+      BP plans the expert region batch-tiled, and the expert einsums meet weights tiled
+      along the experts; lowering runs them expert-tiled because that re-tiles the tokens
+      (one all-to-all) instead of gathering every expert's weights
+      (`partir.passes.resolve`). So the step has four all-to-alls of the ``[E, B, C, d]``
+      token slab (dispatch and combine, forward and backward), and the expert weights and
+      their gradients never move.
     - on an axis the data is not split on (``[*BP(), *EP(axis="model")]``, the default),
       every device of `axis` already has its batch shard's tokens; it runs its local
       experts on them and the combine einsum is a pending sum, all-reduced over `axis`.
       Propagation also carries the expert dim back into the router logits and
       probabilities, so routing adds small all-reduces and an all-gather before `top_k`.
-    - on the data axis after `BP` (``[*BP(), *EP(axis="batch")]``), BP has already tiled
-      the whole expert region along the batch, so each expert einsum is a conflict that
-      lowering resolves from its (batch-tiled) result: the expert weights are all-gathered
-      and their gradients reduce-scattered, ZeRO-3 on the experts. With EP first, the
-      expert dim spreads into dispatch, combine and routing instead, and the tokens are
-      all-gathered.
-
-    All-to-all would need the dispatch einsum lowered batch-tiled and the expert einsum
-    expert-tiled, with the ``[E, B, C, d]`` tensor between them resharded; propagation
-    gives that tensor one sharding per axis and lowering follows each op's planned result.
 
     Args:
       axis: the mesh axis the experts are split on.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -115,7 +116,7 @@ def _gpt_loss(params: dict, batch: dict, c: GPTConfig, *, stacked: bool) -> jax.
     tokens = batch["tokens"]
     x = params["embed"]["tokens"][tokens]  # gather; its gradient is a scatter-add
     x = x + params["embed"]["positions"][None, : tokens.shape[1]]
-    block = functools.partial(_gpt_block, heads=c.heads)
+    block: Callable[..., jax.Array] = functools.partial(_gpt_block, heads=c.heads)
     if c.remat:
         block = jax.checkpoint(block)
     if stacked:

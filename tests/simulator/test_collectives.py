@@ -148,3 +148,19 @@ def test_registry_volumes():
         ).time_s,
         local / 1e9,
     )
+
+
+def test_measured_terms_per_kind_replace_the_links():
+    # a calibrated CPU link: each kind its own (base, per-step latency, bandwidth)
+    link = Link(
+        "loopback", 1e9, 1e-6, 1.0, 5e-6, switched=True,
+        per_kind=(("all_reduce", 30e-6, 7e-6, 4e9), ("collective_permute", 100e-6, 0.0, 3e9)),
+    )  # fmt: skip
+    group = [ring(8, link)]
+    v = 2.0**20
+    assert alpha_beta_time("all_reduce", v, group) == pytest.approx(
+        30e-6 + 14 * 7e-6 + 2 * 7 / 8 * v / 4e9
+    )
+    assert alpha_beta_time("collective_permute", v, group) == pytest.approx(100e-6 + v / 3e9)
+    # kinds without measured terms keep the link's
+    assert alpha_beta_time("all_gather", v, group) == pytest.approx(5e-6 + 7e-6 + 7 / 8 * v / 1e9)

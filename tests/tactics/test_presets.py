@@ -271,18 +271,26 @@ def test_zoo_defaults_name_the_zoo():
 
 
 def test_expert_parallel_collectives_on_moe():
-    """EP does not give GShard's all-to-all token dispatch (see EP's docstring).
+    """EP on the data axis after BP is GShard's dispatch: one all-to-all of the tokens into
+    the experts and one back, in the forward and again in the backward; the expert weights
+    and their gradients never move.
 
     On the model axis the tokens are already on every device of it: the experts run
-    locally and the combine is a pending sum. On the data axis after BP the expert region is
-    batch-tiled, so the expert einsums gather the expert weights (ZeRO-3 on the experts).
+    locally and the combine is a pending sum, all-reduced; no all-to-all.
     """
     plan = plan_of("moe", [*BP(), *EP()])
     kinds = {c.kind for c in plan.collectives()}
     assert "all_to_all" not in kinds
     plan = plan_of("moe", [*BP(), *EP(axis="batch")])
     c = models.get("moe", abstract=True).config
-    gathers = [x for x in plan.collectives() if x.kind == "all_gather"]
+    n = plan.mesh.shape["batch"]
+    comm = [x for x in plan.collectives() if x.kind != "all_slice"]
+    dispatch = [x for x in comm if x.kind == "all_to_all"]
+    # the [E, B, C, d] token slab, per device: all experts' slots of B/n groups, or E/n
+    # experts' slots of all groups (the same size)
+    slab = c.experts * (c.batch // n) * c.capacity * c.d_model * 4
+    assert len(dispatch) == 4
+    assert {x.bytes for x in dispatch} == {slab} and {x.axes for x in dispatch} == {("batch",)}
     expert_bytes = c.experts * c.d_model * c.d_ff * 4
-    assert sorted(x.bytes for x in gathers) == [expert_bytes, expert_bytes]
-    assert not any(x.kind == "all_to_all" for x in plan.collectives())
+    assert not any(x.kind == "all_gather" for x in comm)
+    assert all(x.bytes * n < expert_bytes for x in comm if x.kind != "all_to_all")

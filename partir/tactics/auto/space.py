@@ -1,0 +1,295 @@
+"""The decision space of an automatic tactic: groups of seeds, each on one mesh axis.
+
+Per axis, the open input dimensions (the leaf not yet decided on the axis, the dim not yet
+tiled, its size divisible by the axis) are split by dimension class (`classes`): a class's
+open members are seeded together or not at all, since seeding one carries the axis to the
+others anyway. Classes that repeat (unrolled layers: the same paths up to the layer index,
+the same dims and shapes) collapse into one *group*, so a 32-layer model has the decision
+space of a one-layer one; a `scan`'s stacked parameters are one leaf already.
+
+Where data parallelism is possible on the axis (gradients already pending sums over it,
+or a group of data alone to choose), two ZeRO groups join: ZeRO-3 seeds every parameter
+(``params/...``) still open when it applies, with its optimizer state, on its first open
+dim; ZeRO-2 seeds the state alone and pins the parameters (and the step's outputs of the
+same path) replicated, as the `Z2` preset does. They apply after the other groups of
+their axis and take what those left.
+
+A group is chosen or not. Groups of one axis that share a leaf exclude each other, as do
+groups of two axes that would tile one dim beyond its size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from xdsl.ir import SSAValue
+
+from partir import ir
+from partir.passes.propagate import Propagator
+from partir.tactics.auto.classes import UnionFind, edges, numbers, param_path, pattern
+from partir.tactics.manual import TacticContext
+
+
+@dataclass
+class Group:
+    """One decision: the seeds (and pins) that go together on one axis.
+
+    Attributes:
+      index: position in `Space.groups`.
+      axis: the mesh axis.
+      seeds: (input leaf index, dim) pairs seeded when the group is chosen, sorted.
+      label: a short human name (the first member's path pattern, dim and a count).
+      param_bytes: bytes of the leaves seeded.
+      repeats: how many classes (layers) the group stands for.
+      leaves: the input leaves the group seeds or pins.
+      pins: values (indices into `TacticContext.values`: inputs, then outputs) pinned
+        replicated when the group is chosen.
+      fill: ``"zero3"`` or ``"zero2"`` for a ZeRO group, whose seeds are whatever is
+        still open when it applies (`zero_entries`); None for a class group.
+    """
+
+    index: int
+    axis: str
+    seeds: tuple[tuple[int, int], ...]
+    label: str
+    param_bytes: int
+    repeats: int = 1
+    leaves: frozenset[int] = field(default_factory=frozenset)
+    pins: tuple[int, ...] = ()
+    fill: str | None = None
+
+
+@dataclass
+class Space:
+    """The groups of every axis, and which pairs exclude or may affect each other."""
+
+    axes: tuple[str, ...]
+    sizes: dict[str, int]
+    groups: list[Group]
+    exclusive: set[tuple[int, int]]
+    """Pairs ``(g, h)``, ``g < h``, that cannot both be chosen."""
+    classes: int
+    """Classes with an open member, over all axes, before repeats collapsed."""
+    interacting: set[tuple[int, int]] = field(default_factory=set)
+    """Pairs ``(g, h)``, ``g < h``, whose classes meet in some op: the only pairs whose
+    effects may not compound independently."""
+
+    def compatible(self, chosen: Iterable[int], g: int) -> bool:
+        """Whether group `g` can join `chosen`."""
+        return all((min(g, h), max(g, h)) not in self.exclusive for h in chosen if h != g)
+
+
+def _open_dims(ctx: TacticContext, axis: str, size: int, i: int) -> list[int]:
+    """The dims of input leaf `i` an automatic tactic may seed on `axis`."""
+    if i in ctx.non_array_inputs:
+        return []
+    prop = ctx.propagator
+    value = ctx.inputs[i]
+    if axis in prop.axes_of(value) or (value, axis) in prop.pinned:
+        return []  # an earlier tactic decided this leaf on the axis: never undone
+    shape = ir.shape_of(value.type)
+    dims = prop.dims.get(value)
+    return [
+        d
+        for d, n in enumerate(shape)
+        if n % size == 0 and n >= size and not (dims and dims[d])  # a tiled dim stays
+    ]
+
+
+def _signature(ctx: TacticContext, members: list[tuple[int, int]]) -> tuple[object, ...] | None:
+    """What a class looks like with its layer index erased; None if it is not per-layer."""
+    seen: set[tuple[str, ...]] = set()
+    items = []
+    for i, d in members:
+        path = ctx.input_paths[i]
+        own = numbers(param_path(path))
+        if own:
+            seen.add(own)
+        items.append((pattern(path), d, ir.shape_of(ctx.inputs[i].type)))
+    if len(seen) != 1:
+        return None  # no layer index, or members of several layers: not a repeat
+    return tuple(sorted(items))
+
+
+def _axis_groups(
+    ctx: TacticContext, uf: UnionFind, axis: str, start: int
+) -> tuple[list[Group], int]:
+    size = ctx.propagator.sizes[axis]
+    by_class: dict[tuple[SSAValue, int], dict[int, int]] = {}
+    if size > 1:
+        for i in range(len(ctx.inputs)):
+            for d in _open_dims(ctx, axis, size, i):
+                # one leaf on two dims of a class: keep the major one
+                by_class.setdefault(uf.find((ctx.inputs[i], d)), {}).setdefault(i, d)
+    merged: dict[object, list[tuple[tuple[int, int], ...]]] = {}
+    for members in sorted(tuple(sorted(m.items())) for m in by_class.values()):
+        sig = _signature(ctx, list(members))
+        merged.setdefault(sig if sig is not None else ("class", members[0]), []).append(members)
+    groups: list[Group] = []
+    for parts in merged.values():
+        seeds = tuple(sorted(s for part in parts for s in part))
+        if len({i for i, _ in seeds}) != len(seeds):  # "repeats" that overlap: keep apart
+            for part in parts:
+                groups.append(_group(ctx, start + len(groups), axis, part, 1))
+        else:
+            groups.append(_group(ctx, start + len(groups), axis, seeds, len(parts)))
+    # ZeRO pays where gradients are pending sums over the axis: already (data
+    # parallelism decided earlier), or once a group of data alone is chosen with it
+    pending = any(axis in axes for axes in ctx.propagator.partial.values())
+    data = any(all(_is_data(ctx.input_paths[i]) for i, _ in g.seeds) for g in groups)
+    if (pending or data) and any(not _is_data(p) for p in ctx.input_paths):
+        for kind, what in (("zero3", "parameters and state"), ("zero2", "state")):
+            groups.append(
+                Group(start + len(groups), axis, (), f"{axis}: ZeRO ({kind}: open {what})",
+                      0, 1, frozenset(), (), kind)
+            )  # fmt: skip
+    return groups, len(by_class)
+
+
+def _is_data(path: str) -> bool:
+    """Neither a parameter (under ``params/``) nor optimizer state: the step's data."""
+    return not path.startswith("params/") and param_path(path) == path
+
+
+def build_space(ctx: TacticContext, axes: Sequence[str], uf: UnionFind) -> Space:
+    """The groups an automatic tactic decides on `axes`, given what earlier tactics did.
+
+    Args:
+      ctx: the tactic context (its propagator holds the state earlier tactics left).
+      axes: the mesh axes to decide.
+      uf: the dimension classes (`classes.dimension_classes`).
+    """
+    sizes = {a: ctx.propagator.sizes[a] for a in axes}
+    groups: list[Group] = []
+    count = 0
+    for axis in axes:
+        more, n = _axis_groups(ctx, uf, axis, len(groups))
+        groups += more
+        count += n
+    exclusive: set[tuple[int, int]] = set()
+    for g in groups:
+        for h in groups[g.index + 1 :]:
+            if g.axis == h.axis:
+                if g.leaves & h.leaves or (g.fill and h.fill):
+                    exclusive.add((g.index, h.index))
+            elif _overfull(ctx, g, h, sizes):
+                exclusive.add((g.index, h.index))
+    interacting = _meeting(ctx, uf, groups)
+    for z in groups:  # a ZeRO group takes what the others leave: it meets all of them
+        if z.fill:
+            interacting |= {
+                (min(z.index, g.index), max(z.index, g.index)) for g in groups if g is not z
+            }
+    interacting -= exclusive
+    return Space(tuple(axes), sizes, groups, exclusive, count, interacting)
+
+
+def _overfull(ctx: TacticContext, g: Group, h: Group, sizes: dict[str, int]) -> bool:
+    """Whether groups of two axes would tile one dim of a leaf beyond what its size divides
+    (a leaf seeded on one axis and pinned on the other is fine: pins are per axis)."""
+    theirs = dict(h.seeds)
+    for i, d in g.seeds:
+        if theirs.get(i) == d:
+            n = ir.shape_of(ctx.inputs[i].type)[d]
+            if n % (sizes[g.axis] * sizes[h.axis]):
+                return True
+    return False
+
+
+def _meeting(ctx: TacticContext, uf: UnionFind, groups: list[Group]) -> set[tuple[int, int]]:
+    """Pairs of groups whose classes both have a dim in some op (or are one class)."""
+    of_root: dict[tuple[SSAValue, int], set[int]] = {}
+    for g in groups:
+        for i, d in g.seeds:
+            of_root.setdefault(uf.find((ctx.inputs[i], d)), set()).add(g.index)
+    pairs: set[tuple[int, int]] = set()
+    for edge in edges(ctx):
+        present: set[int] = set()
+        for v, tdims in zip(edge.values, edge.rule.tensors, strict=True):
+            for d in range(len(tdims)):
+                present |= of_root.get(uf.find((v, d)), set())
+        if len(present) > 1:
+            ordered = sorted(present)
+            pairs.update((a, b) for k, a in enumerate(ordered) for b in ordered[k + 1 :])
+    return pairs
+
+
+def zero_entries(
+    ctx: TacticContext, prop: Propagator, axis: str, kind: str
+) -> list[tuple[int, int | None]]:
+    """What a ZeRO group decides once the groups before it applied: every parameter
+    (``params/...``) still open on `axis` on its first open dim that divides, with its
+    optimizer state on the same dim (``"zero3"``); or the state alone, the parameter and
+    the step's outputs of the same path (``out/<k>/...``) pinned replicated (``"zero2"``).
+
+    Returns (index into `TacticContext.values`, dim or None for a pin), sorted.
+    """
+    size = prop.sizes[axis]
+    paths = ctx.input_paths
+    state_of: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        owner = param_path(path)
+        if owner != path:
+            state_of.setdefault(owner, []).append(i)
+    n = len(ctx.inputs)
+    outputs: dict[str, list[int]] = {}
+    for k, path in enumerate(ctx.output_paths):
+        parts = path.split("/", 2)
+        if len(parts) == 3:
+            outputs.setdefault(parts[2], []).append(n + k)
+    out: dict[int, int | None] = {}
+    for i, path in enumerate(paths):
+        if not path.startswith("params/") or i in ctx.non_array_inputs:
+            continue
+        value = ctx.inputs[i]
+        if axis in prop.axes_of(value) or (value, axis) in prop.pinned:
+            continue
+        shape = ir.shape_of(value.type)
+        dims = prop.dims.get(value)
+        open_dims = [d for d, s in enumerate(shape) if s % size == 0 and s >= size
+                     and not (dims and dims[d])]  # fmt: skip
+        if not open_dims:
+            continue
+        d = open_dims[0]
+        state = [j for j in state_of.get(path, ())
+                 if ir.shape_of(ctx.inputs[j].type) == shape and _is_open(prop, ctx.inputs[j], axis, d)]  # fmt: skip
+        if kind == "zero3":
+            out[i] = d
+        else:
+            if not state:
+                continue
+            out[i] = None
+            rest = path.split("/", 1)[1]
+            for j in outputs.get(rest, ()):
+                if ir.shape_of(ctx.values[j].type) == shape and axis not in prop.axes_of(
+                    ctx.values[j]
+                ):
+                    out[j] = None
+        for j in state:
+            out[j] = d
+    return sorted(out.items())
+
+
+def _is_open(prop: Propagator, value: SSAValue, axis: str, d: int) -> bool:
+    dims = prop.dims.get(value)
+    return (
+        axis not in prop.axes_of(value)
+        and (value, axis) not in prop.pinned
+        and not (dims and dims[d])
+    )
+
+
+def _group(
+    ctx: TacticContext, index: int, axis: str, seeds: tuple[tuple[int, int], ...], repeats: int
+) -> Group:
+    i, d = seeds[0]
+    label = f"{axis}: {pattern(ctx.input_paths[i])}:{d}"
+    if len(seeds) > 1:
+        label += f" (+{len(seeds) - 1})"
+    nbytes = 0
+    for j, _ in seeds:
+        t = ctx.inputs[j].type
+        nbytes += math.prod(ir.shape_of(t)) * ir.ITEMSIZE[ir.dtype_of(t)]
+    return Group(index, axis, seeds, label, nbytes, repeats, frozenset(j for j, _ in seeds))
