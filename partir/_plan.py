@@ -78,7 +78,8 @@ class ConflictReport:
         lines += [f"  - {c}" for c in self.claims]
         lines.append(
             "  nothing propagates through it on this axis; communication resolves it "
-            "(XLA's partitioner, in annotate mode)"
+            "(the collectives of plan.collectives() in spmd mode, XLA's partitioner in "
+            "annotate mode)"
         )
         return "\n".join(lines)
 

@@ -302,9 +302,18 @@ def _host_memory() -> float:
         return DEFAULT_CPU.memory_bytes * 8
 
 
+MAX_BYTES_PER_S = 1e12
+"""No CPU device streams memory faster than this: the floor of a measured elementwise time."""
+MAX_FLOPS_PER_S = 1e13
+"""No CPU device multiplies faster than this: the floor of a measured matmul time."""
+
+
 def _efficiency_steps(points: Sequence[tuple[float, float]], peak: float) -> tuple:
     """``(size, rate)`` samples -> the simulator's ``(min size, fraction of peak)`` steps."""
-    steps = sorted(((size, min(rate / peak, 1.0)) for size, rate in points), reverse=True)
+    # a fraction is kept within [1%, 100%]: a noisy sample must not make an op free or stall it
+    steps = sorted(
+        ((size, min(max(rate / peak, 0.01), 1.0)) for size, rate in points), reverse=True
+    )
     *head, (_, smallest) = steps
     return (*((float(s), round(e, 4)) for s, e in head), (0.0, round(smallest, 4)))
 
@@ -348,8 +357,10 @@ def calibrate(
         rates[dtype] = []
         for n in plan.matmul_sizes:
             w = jnp.eye(n, dtype=dtype)  # keeps the chained values bounded
-            t = machine.marginal(lambda x, w: x @ w, (n, n), dtype, [w])
             flops = 2.0 * n**3
+            t = max(
+                machine.marginal(lambda x, w: x @ w, (n, n), dtype, [w]), flops / MAX_FLOPS_PER_S
+            )
             rates[dtype].append((flops, flops / t))
             say(
                 f"  matmul {dtype:<8} {n:>4}x{n:<4} {t * 1e6:10.2f} us {flops / t / 1e9:8.2f} GFLOP/s"
@@ -366,12 +377,14 @@ def calibrate(
     half = jnp.float32(0.5)
     bw_points = []
     for m in plan.bandwidth_elements:
-        t = machine.marginal(axpy, (m,), "float32", [half])
         moved = 8.0 * m  # read and write 4 bytes per element
+        # a slope lost in the noise is held to a physical bound, not taken as free
+        t = max(machine.marginal(axpy, (m,), "float32", [half]), moved / MAX_BYTES_PER_S)
         bw_points.append((moved, moved / t))
         say(f"  elementwise {moved / 1024:9.0f} KiB {t * 1e6:10.2f} us {moved / t / 1e9:8.2f} GB/s")
     # streaming bandwidth from the arrays of 1 MiB and more (smaller ones sit in cache)
-    bandwidth = max((r for size, r in bw_points if size >= 1 << 20), default=bw_points[-1][1])
+    streaming = [r for size, r in bw_points if size >= 1 << 20] or [bw_points[-1][1]]
+    bandwidth = float(np.median(streaming))
 
     # -- transcendentals --------------------------------------------------------------------
     m = max(plan.bandwidth_elements)

@@ -21,9 +21,10 @@ all-to-all. Because nothing is replicated, memory never grows, and Megatron's ga
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
-from xdsl.ir import SSAValue
+from xdsl.ir import Attribute, SSAValue
 
 from partir import ir
 from partir.rules import FactorKind, OpRule
@@ -33,7 +34,7 @@ FactorAxes = dict[str, list[str]]
 
 
 def resharding_bytes(
-    value_type: object, sizes: Mapping[str, int], actual: Layout, target: Layout
+    value_type: Attribute, sizes: Mapping[str, int], actual: Layout, target: Layout
 ) -> tuple[float, bool]:
     """(bytes one device sends to turn `actual` into `target`, whether anything is replicated).
 
@@ -41,8 +42,8 @@ def resharding_bytes(
     all_gather of axes a dimension loses ((n-1) local buffers), and an axis that moves to
     another dimension as one all_to_all ((n-1)/n of the local buffer). Slices are free.
     """
-    shape = ir.shape_of(value_type)  # type: ignore[arg-type]
-    local = float(ir.ITEMSIZE[ir.dtype_of(value_type)] * math.prod(shape))  # type: ignore[arg-type]
+    shape = ir.shape_of(value_type)
+    local = float(ir.ITEMSIZE[ir.dtype_of(value_type)] * math.prod(shape))
     for axes in actual.dims:
         for a in axes:
             local /= sizes[a]
@@ -72,7 +73,7 @@ def alternatives(
     rule: OpRule,
     actual: Sequence[Layout],
     factor_axes: FactorAxes,
-    factor_at: object,
+    factor_at: Callable[[OpRule, tuple[str, ...], int, int], str | None],
     sizes: Mapping[str, int],
 ) -> Iterator[FactorAxes]:
     """Op shardings that move one axis to the pass-through factor an operand tiles it on."""
@@ -83,7 +84,7 @@ def alternatives(
         for factors, axes in zip(tdims, layout.dims, strict=True):
             before = 1
             for a in axes:
-                f = factor_at(rule, tuple(factors), before, sizes[a])  # type: ignore[operator]
+                f = factor_at(rule, tuple(factors), before, sizes[a])
                 before *= sizes[a]
                 if f is None:
                     break
@@ -109,17 +110,26 @@ def follow_operands(
     actual: Sequence[Layout],
     factor_axes: FactorAxes,
     carried: set[str],
-    lowering: object,
+    lowering: Any,
 ) -> FactorAxes:
-    """`factor_axes`, or a cheaper alternative that replicates nothing (module docstring)."""
+    """`factor_axes`, or a cheaper alternative that replicates nothing (module docstring).
+
+    Args:
+      rule: the op's factor rule.
+      args: the op's operands (for their types).
+      actual: the layout each operand arrives in.
+      factor_axes: the op's planned sharding: factor -> mesh axes.
+      carried: partial axes the op carries through (a linear op).
+      lowering: the lowering in progress (its sizes, `tensor_layout`, `_valid`, engine).
+    """
     low = lowering
-    sizes = low.sizes  # type: ignore[attr-defined]
+    sizes = low.sizes
 
     def cost(fa: FactorAxes) -> tuple[float, bool]:
         total, replicates = 0.0, False
         for i, v in enumerate(args):
             keep = tuple(a for a in actual[i].partial if a in carried)
-            target = ir.Sharding(low.tensor_layout(rule.operands[i], fa), keep)  # type: ignore[attr-defined]
+            target = ir.Sharding(low.tensor_layout(rule.operands[i], fa), keep)
             sent, rep = resharding_bytes(v.type, sizes, actual[i], target)
             total += sent
             replicates |= rep
@@ -129,8 +139,8 @@ def follow_operands(
     best_cost, _ = cost(factor_axes)
     if best_cost == 0:
         return factor_axes
-    for alt in alternatives(rule, actual, factor_axes, low.prop._factor_at, sizes):  # type: ignore[attr-defined]
-        alt = low._valid(rule, alt)  # type: ignore[attr-defined]
+    for alt in alternatives(rule, actual, factor_axes, low.prop._factor_at, sizes):
+        alt = low._valid(rule, alt)
         c, replicates = cost(alt)
         if not replicates and c < best_cost * (1 - 1e-9):
             best, best_cost = alt, c

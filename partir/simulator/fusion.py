@@ -39,7 +39,7 @@ from typing import Any
 from xdsl.ir import Block, Operation, SSAValue
 
 from partir import ir
-from partir.simulator.program import dead_ops
+from partir.simulator.program import MEMOS, dead_ops
 
 _ELEMENTWISE = frozenset(
     "add add_any sub mul div rem max min neg abs sign floor ceil round nextafter and or not xor "
@@ -192,6 +192,34 @@ def fusion_clusters(
         values are buffers, not how often XLA computes them, so the FLOP count leaves it off.
     """
     ops = list(block.ops) if ops is None else ops
+    key = (id(block), reductions_read_memory)
+    fingerprint = tuple(map(id, ops))
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is block and hit[1] == fingerprint:
+        return hit[2]
+    clusters = _clusters(block, ops, dead, reductions_read_memory)
+    while len(_MEMO) >= _MEMO_SIZE:
+        del _MEMO[next(iter(_MEMO))]
+    _MEMO[key] = (block, fingerprint, clusters)
+    return clusters
+
+
+_MEMO: dict[tuple[int, bool], tuple[Block, tuple[int, ...], dict[Operation, set[int]]]] = {}
+"""(id(block), reductions_read_memory) -> (block, ids of its ops, clusters) for the blocks
+simulated last: a ranking loop simulates one program on several profiles, and the walker,
+the memory analysis and the FLOP count each ask. Holding the block and its ops keeps their
+ids unique; `clear_caches()` empties it."""
+MEMOS.append(_MEMO)
+_MEMO_SIZE = 64
+"""Blocks kept: a program's function body and its region bodies."""
+
+
+def _clusters(
+    block: Block,
+    ops: Sequence[Operation],
+    dead: set[Operation] | None,
+    reductions_read_memory: bool,
+) -> dict[Operation, set[int]]:
     dead = dead_ops(ops) if dead is None else dead
     # id(value) -> the live ops of this block reading it (a region op for reads inside it);
     # built from operands, which is much faster than walking xDSL's use lists

@@ -138,6 +138,13 @@ class Hardware:
         object.__setattr__(self, "_by_kind", {link.kind: link for link in self.links})
         if self.peak_bf16_flops_per_s <= 0 or self.hbm_bandwidth_bytes_per_s <= 0:
             raise SimulatorError(f"hardware {self.name!r}: peaks and bandwidths must be > 0")
+        for table in ("compute_efficiency", "memory_efficiency"):
+            bad = [e for _, e in getattr(self, table) if not 0 < e <= 1]
+            if bad:
+                raise SimulatorError(
+                    f"hardware {self.name!r}: {table} fractions must be in (0, 1], got {bad}; "
+                    "recalibrate (`partir calibrate`) or fix the profile file"
+                )
 
     def peak_flops_per_s(self, dtype: str) -> float:
         """Peak matrix FLOP/s for operands of `dtype` (a dtype name such as ``"float32"``)."""

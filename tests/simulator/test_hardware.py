@@ -95,3 +95,13 @@ def test_cpu_profile_default_and_calibrated(tmp_path, monkeypatch):
     path.write_text("{not json")
     with pytest.raises(SimulatorError, match="cannot read the CPU profile"):
         get_hardware("cpu")
+
+
+def test_a_profile_with_a_zero_efficiency_is_refused():
+    # a calibration lost in noise once wrote 0.0: every op of that size would be free
+    from partir.simulator import Hardware, SimulatorError, get_hardware
+
+    data = get_hardware("cpu").to_dict()
+    data["memory_efficiency"] = [[1024.0, 1.0], [0.0, 0.0]]
+    with pytest.raises(SimulatorError, match=r"memory_efficiency fractions must be in \(0, 1\]"):
+        Hardware.from_dict(data)
