@@ -30,6 +30,7 @@ from partir.passes.lower_to_spmd import lower_to_spmd
 from partir.passes.optimize_collectives import optimize_collectives
 from partir.passes.propagate import Propagator
 from partir.simulator import Report, simulate
+from partir.simulator.display import fmt_bytes, fmt_time
 from partir.tactics import TacticContext
 
 if TYPE_CHECKING:
@@ -454,20 +455,11 @@ def history(plan: Plan, hardware: Any = None, **options: Any) -> History:
 
 
 def _fmt_time(s: float) -> str:
-    s = abs(s)
-    if s >= 1:
-        return f"{s:.3f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3f} ms"
-    return f"{s * 1e6:.2f} us"
+    return fmt_time(abs(s))
 
 
 def _fmt_bytes(b: float) -> str:
-    b = abs(b)
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if b >= size:
-            return f"{b / size:.2f} {unit}"
-    return f"{b:.0f} B"
+    return fmt_bytes(abs(b))
 
 
 def _signed(x: float, fmt: Any) -> str:

@@ -34,7 +34,9 @@ def esc(x: Any) -> str:
 
 
 def fmt_time(s: float) -> str:
-    """Seconds in s, ms or us."""
+    """Seconds in s, ms or us ("-" for NaN: nothing measured)."""
+    if s != s:
+        return "-"
     a = abs(s)
     if a >= 1:
         return f"{s:.3f} s"

@@ -14,7 +14,7 @@ from partir._gc import gc_paused
 from partir.passes.propagate import location_of
 from partir.simulator.collectives import KIND_OF, CommCost
 from partir.simulator.costs import OpCost
-from partir.simulator.display import report_html
+from partir.simulator.display import fmt_bytes, fmt_time, report_html
 from partir.simulator.fusion import xla_flops
 from partir.simulator.hardware import Hardware
 from partir.simulator.memory import MemoryProfile
@@ -75,21 +75,6 @@ class CollectiveRow:
     time_s: float
     location: str
     flops: float = 0.0
-
-
-def _fmt_time(s: float) -> str:
-    if s >= 1:
-        return f"{s:.3f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3f} ms"
-    return f"{s * 1e6:.2f} us"
-
-
-def _fmt_bytes(b: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if b >= size:
-            return f"{b / size:.2f} {unit}"
-    return f"{b:.0f} B"
 
 
 @dataclass(frozen=True)
@@ -276,26 +261,26 @@ class Report:
         hw = self.hardware
         mem = self.memory
         fits = "fits" if self.fits else "DOES NOT FIT"
-        cats = ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in mem.by_category.items())
+        cats = ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mem.by_category.items())
         lines = [
             f"simulated on {hw.name}; mesh {str(self.topology) or '(one device)'}",
-            f"step time      {_fmt_time(self.step_time_s)} (no overlap), "
-            f"{_fmt_time(self.step_time_overlap_s)} (full overlap)",
-            f"  compute      {_fmt_time(self.compute_time_s)}; communication "
-            f"{_fmt_time(self.communication_time_s)} ({_fmt_bytes(self.communication_bytes)} "
+            f"step time      {fmt_time(self.step_time_s)} (no overlap), "
+            f"{fmt_time(self.step_time_overlap_s)} (full overlap)",
+            f"  compute      {fmt_time(self.compute_time_s)}; communication "
+            f"{fmt_time(self.communication_time_s)} ({fmt_bytes(self.communication_bytes)} "
             "sent per device)"
-            + (f"; launch {_fmt_time(self.launch_time_s)}" if self.launch_time_s else ""),
+            + (f"; launch {fmt_time(self.launch_time_s)}" if self.launch_time_s else ""),
             f"flops/device   {self.flops:.4g} as XLA counts them, {self.executed_flops:.4g} "
             f"executed (+{self.transcendentals:.3g} transcendentals)",
             f"MFU            {self.mfu:.1%} ({self.mfu_overlap:.1%} with overlap)",
-            f"peak memory    {_fmt_bytes(self.peak_memory_bytes)} of "
-            f"{_fmt_bytes(hw.memory_bytes)} ({fits}) at {mem.peak_location}",
+            f"peak memory    {fmt_bytes(self.peak_memory_bytes)} of "
+            f"{fmt_bytes(hw.memory_bytes)} ({fits}) at {mem.peak_location}",
             f"  live then    {cats}",
             "top compute ops by time:",
         ]
         for r in self.top_ops(8):
             lines.append(
-                f"  {_fmt_time(r.time_s):>11}  {r.primitive:<22} x{r.count:<6g} "
+                f"  {fmt_time(r.time_s):>11}  {r.primitive:<22} x{r.count:<6g} "
                 f"{r.flops:10.3g} flops  {r.location}"
             )
         summary = self.collective_summary()
@@ -303,8 +288,8 @@ class Report:
             lines.append("collectives:")
             for (kind, axes), s in sorted(summary.items(), key=lambda kv: -kv[1]["time_s"]):
                 lines.append(
-                    f"  {_fmt_time(s['time_s']):>11}  {kind:<18} {','.join(axes):<14} "
-                    f"x{s['count']:<5g} {_fmt_bytes(s['bytes_sent'])} sent"
+                    f"  {fmt_time(s['time_s']):>11}  {kind:<18} {','.join(axes):<14} "
+                    f"x{s['count']:<5g} {fmt_bytes(s['bytes_sent'])} sent"
                 )
         return "\n".join(lines)
 
@@ -341,8 +326,8 @@ class Report:
         ax_t.barh(labels, [v / scale for _, v in shown][::-1], color="#4c72b0")
         ax_t.set_xlabel(f"{unit} per step (no overlap)")
         ax_t.set_title(
-            f"{self.hardware.name}: {_fmt_time(self.step_time_s)} per step "
-            f"({_fmt_time(self.step_time_overlap_s)} with overlap)",
+            f"{self.hardware.name}: {fmt_time(self.step_time_s)} per step "
+            f"({fmt_time(self.step_time_overlap_s)} with overlap)",
             fontsize=10,
         )
         mem = self.memory
@@ -364,7 +349,7 @@ class Report:
         ax_m.set_xlabel("op (program order)")
         ax_m.set_ylabel(f"{b_unit} in use")
         ax_m.set_title(
-            f"peak {_fmt_bytes(self.peak_memory_bytes)} of {_fmt_bytes(self.hardware.memory_bytes)}"
+            f"peak {fmt_bytes(self.peak_memory_bytes)} of {fmt_bytes(self.hardware.memory_bytes)}"
             f" at {mem.peak_location}"[:90],
             fontsize=10,
         )

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from partir.simulator import Hardware
+from partir.simulator.display import fmt_bytes, fmt_time
 from partir.tactics.auto.evaluate import Evaluator
 from partir.tactics.auto.ilp import IlpResult, Model, fit, solve
-from partir.tactics.auto.progress import Progress, _bytes_text, _time_text
+from partir.tactics.auto.progress import Progress
 from partir.tactics.auto.search import Budget, beam_search, combining_descent
 from partir.tactics.auto.space import Space
 from partir.tactics.manual import ManualPartition, TacticContext
@@ -91,16 +92,16 @@ class SearchReport:
     ilp_time_s: float = 0.0
 
     def __str__(self) -> str:
-        fmt = _bytes_text if self.objective == "memory" else _time_text
+        fmt = fmt_bytes if self.objective == "memory" else fmt_time
         lines = [
             f"axes {', '.join(map(repr, self.axes))}: {self.groups} groups "
             f"({self.classes} classes), "
             f"{self.evaluations} candidates simulated on {self.hardware} in "
             f"{self.search_time_s:.2f} s ({self.method})",
             f"  chosen: {', '.join(self.chosen) if self.chosen else 'nothing (the prefix is best)'}",
-            f"  step time {_time_text(self.step_time_s)} (prefix alone "
-            f"{_time_text(self.prefix_step_time_s)}), peak {_bytes_text(self.peak_memory_bytes)}"
-            f" of {_bytes_text(self.memory_limit_bytes)}"
+            f"  step time {fmt_time(self.step_time_s)} (prefix alone "
+            f"{fmt_time(self.prefix_step_time_s)}), peak {fmt_bytes(self.peak_memory_bytes)}"
+            f" of {fmt_bytes(self.memory_limit_bytes)}"
             + ("" if self.fits else " (over the limit)"),
         ]
         if self.ilp_bound is not None and self.gap is not None:

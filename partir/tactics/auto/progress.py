@@ -6,22 +6,7 @@ import os
 import sys
 from typing import TextIO
 
-
-def _time_text(seconds: float) -> str:
-    if seconds != seconds:  # nan
-        return "-"
-    if seconds >= 1:
-        return f"{seconds:.3f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.3f} ms"
-    return f"{seconds * 1e6:.1f} us"
-
-
-def _bytes_text(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f} B"
+from partir.simulator.display import fmt_bytes, fmt_time
 
 
 class Progress:
@@ -55,7 +40,7 @@ class Progress:
 
     def text(self, evaluations: int, limit: int | None, best: float, bound: float | None) -> str:
         """The line shown for this state (deterministic: no clock in it)."""
-        fmt = _bytes_text if self.objective == "memory" else _time_text
+        fmt = fmt_bytes if self.objective == "memory" else fmt_time
         total = f"/{limit}" if limit is not None else ""
         line = f"{self.label}: {evaluations}{total} candidates, best {fmt(best)}"
         if bound is not None:
