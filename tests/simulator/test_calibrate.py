@@ -52,8 +52,12 @@ def test_fitted_collective_times_grow_with_size_and_group(profile):
             group = [AxisLink("x", n, link)]
             times = [collective_time(kind, v, group) for v in (1e3, 1e6, 1e8)]
             assert 0 < times[0] < times[1] < times[2]
-        small = [collective_time(kind, 1e6, [AxisLink("x", n, link)]) for n in (2, 8)]
-        assert small[0] <= small[1]
+        if kind in ("all_gather", "all_reduce", "reduce_scatter"):
+            # ring steps and bytes sent both grow with the group for these; an all-to-all
+            # sends (n-1)/n^2 of the buffer per peer and a permute the same bytes at any size,
+            # so for them a larger group may be as fast, whatever the measurement noise
+            small = [collective_time(kind, 1e6, [AxisLink("x", n, link)]) for n in (2, 8)]
+            assert small[0] <= small[1]
 
 
 def test_profile_round_trips_through_json(profile, tmp_path, monkeypatch):
