@@ -90,6 +90,7 @@ class Case:
         self.kernels = sum(1 for op, mine in fusion_clusters(block).items() if id(op) in mine)
         self.compiled = plan.lower().compile()
         self.memory = xla_memory(self.compiled)
+        self.xla_flops = float(self.compiled.cost_analysis()["flops"])
         leaves = jax.tree.leaves(model.args)
         self.args = [
             jax.device_put(x, s)
@@ -113,6 +114,9 @@ class Case:
             "simulated_peak_memory_bytes": r.peak_memory_bytes,
             "xla_memory_bytes": self.memory,
             "memory_ratio": round(r.peak_memory_bytes / self.memory, 4),
+            "simulated_flops": r.flops,
+            "xla_flops": self.xla_flops,
+            "flops_ratio": round(r.flops / self.xla_flops, 4) if self.xla_flops else None,
             "simulated_step_s": r.step_time_s,
             "simulated_step_overlap_s": r.step_time_overlap_s,
             "measured_median_s": measured,
@@ -195,13 +199,17 @@ def main() -> None:
     ).statistic
     ratios = [r["memory_ratio"] for r in zoo_rows + gpt_rows]
     worst = max(ratios, key=lambda x: abs(x - 1))
+    flops = [r["flops_ratio"] for r in zoo_rows + gpt_rows if r["flops_ratio"] is not None]
     print(
         f"\nKendall tau (GPT schedules, simulated vs measured median): {tau:.3f} (target >= 0.7)"
         f"\nmemory ratio simulated / XLA: {min(ratios):.3f} .. {max(ratios):.3f}"
         f" (target within 15%: {'met' if abs(worst - 1) <= 0.15 else 'MISSED'})"
+        f"\nflops ratio simulated / cost_analysis(): {min(flops):.3f} .. {max(flops):.3f}"
     )
     result = {
-        "benchmark": "simulator vs memory_analysis() and measured step time, 8 CPU devices",
+        "benchmark": "simulator vs cost_analysis(), memory_analysis() and measured step time, "
+        "8 CPU devices",
+        "jax": jax.__version__,
         "mesh": {"batch": 4, "model": 2},
         "hardware": {
             "peak_f32_flops_per_s": hardware.peak_f32_flops_per_s,
@@ -214,6 +222,8 @@ def main() -> None:
         "gpt_ranking": {"config": GPT_CONFIG, "rows": gpt_rows, "kendall_tau": float(tau)},
         "memory_ratio_min": min(ratios),
         "memory_ratio_max": max(ratios),
+        "flops_ratio_min": min(flops),
+        "flops_ratio_max": max(flops),
         "targets": {
             "memory_within_15_percent": all(abs(r - 1) <= 0.15 for r in ratios),
             "kendall_tau_at_least_0.7": bool(tau >= 0.7),

@@ -11,6 +11,10 @@ from partir._plan import Plan as Plan
 from partir._program import Program as Program
 from partir._program import parse as parse
 from partir._program import trace as trace
+from partir.backend import jax_compat as _jax_compat
 from partir.tactics import REPLICATED as REPLICATED
 from partir.tactics import AutomaticPartition as AutomaticPartition
 from partir.tactics import ManualPartition as ManualPartition
+
+# A JAX outside the tested range warns once, naming the range (partir/backend/jax_compat.py).
+_jax_compat.check_version()

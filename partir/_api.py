@@ -12,7 +12,9 @@ from jax.sharding import AbstractMesh, AxisType, Mesh
 
 import partir.rules  # noqa: F401  (registers every sharding rule)
 from partir import ir
+from partir._call import ArgSpec, is_concrete
 from partir._gc import gc_paused
+from partir._multihost import check_agreement
 from partir._plan import Plan, _leaf_signature
 from partir._program import trace
 from partir.errors import MeshError, PartIRError, ScheduleError
@@ -61,6 +63,7 @@ def resolve_mesh(mesh: Any) -> Mesh | AbstractMesh:
             )
         mesh = current
     if isinstance(mesh, Mapping | Sequence) and not isinstance(mesh, Mesh | AbstractMesh):
+        check_mesh_form(mesh)
         items = list(mesh.items()) if isinstance(mesh, Mapping) else [tuple(x) for x in mesh]
         names = [str(n) for n, _ in items]
         _check_axis_names(names)
@@ -96,6 +99,45 @@ def resolve_mesh(mesh: Any) -> Mesh | AbstractMesh:
     return mesh
 
 
+MSG_MESH_SHAPE = (
+    "partir.partition(mesh={mesh!r}): a mesh needs axis names, and {what}. Name each axis "
+    "with its size: mesh={example}, or pass mesh=jax.make_mesh({shape}, {names}) (partir "
+    "makes its axes AxisType.Auto)."
+)
+
+
+def check_mesh_form(mesh: Any) -> None:
+    """Reject a mesh written as bare sizes (``mesh=(4, 2)``) or a string, saying how to
+    write it; a mapping or a sequence of (name, size) pairs passes."""
+    if isinstance(mesh, Mapping) or mesh is None or isinstance(mesh, Mesh | AbstractMesh):
+        return
+    if isinstance(mesh, str) or not isinstance(mesh, Sequence):
+        raise MeshError(
+            f"partir.partition(mesh={mesh!r}): expected a jax.sharding.Mesh, a mapping of "
+            "axis name to size ({'batch': 4, 'model': 2}), a sequence of (name, size) "
+            f"pairs, or None; got {type(mesh).__name__}."
+        )
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in mesh):
+        shape = tuple(mesh)
+        default = ("batch", "model", "seq", "expert")
+        names = tuple(default[i] if i < len(default) else f"axis{i}" for i in range(len(shape)))
+        raise MeshError(
+            MSG_MESH_SHAPE.format(
+                mesh=mesh,
+                what=f"{shape} gives only sizes",
+                example=dict(zip(names, shape, strict=True)),
+                shape=shape,
+                names=names,
+            )
+        )
+    for i, entry in enumerate(mesh):
+        if not (isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) == 2):
+            raise MeshError(
+                f"partir.partition(mesh={mesh!r}): entry {i} is {entry!r}; each entry of a "
+                "sequence mesh must be a (name, size) pair, e.g. [('batch', 4), ('model', 2)]."
+            )
+
+
 def _check_axis_names(names: list[Any]) -> None:
     for n in names:
         if names.count(n) > 1:
@@ -115,6 +157,7 @@ class Partitioned:
         mesh: Any,
         mode: str,
         hardware: Any = "cpu",
+        arg_spec: ArgSpec | None = None,
     ):
         self.fn = fn
         self.schedule = schedule
@@ -122,29 +165,72 @@ class Partitioned:
         self.mode = mode
         self.hardware = hardware
         """The simulator profile automatic tactics judge candidates on."""
+        self.arg_spec = arg_spec or ArgSpec()
+        """Static and donated arguments, with `jax.jit`'s meaning."""
         self._plans: dict[Any, Plan] = {}
+        # A given mesh resolves to the same Mesh every time: resolve it once, not per call.
+        # None means "the mesh of jax.set_mesh", which can change between calls.
+        self._resolved: Mesh | AbstractMesh | None = None
         functools.update_wrapper(self, fn)
 
+    @property
+    def _name(self) -> str:
+        return getattr(self.fn, "__name__", "function")
+
+    def _current_mesh(self) -> Mesh | AbstractMesh:
+        if self._mesh is None:
+            return resolve_mesh(None)
+        if self._resolved is None:
+            self._resolved = resolve_mesh(self._mesh)
+        return self._resolved
+
     def plan(self, *args: Any, **kwargs: Any) -> Plan:
-        """Plan the partitioning for these inputs (arrays or `jax.ShapeDtypeStruct`s); runs nothing."""
-        leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+        """Plan the partitioning for these inputs; runs nothing.
+
+        Args:
+          *args, **kwargs: the function's arguments: arrays, `jax.ShapeDtypeStruct`s or
+            tracers (only shapes and dtypes are read), and the static arguments' values.
+
+        Returns:
+          The `Plan`, cached per input signature, static values and mesh.
+        """
+        dyn_args, dyn_kwargs, static_key = self.arg_spec.split(self._name, args, kwargs)
+        leaves, tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
+        return self._plan_for(dyn_args, dyn_kwargs, static_key, leaves, tree)
+
+    def _plan_for(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        static_key: tuple[Any, ...],
+        leaves: list[Any],
+        tree: Any,
+    ) -> Plan:
         signature = (tree, tuple(_leaf_signature(x) for x in leaves))
-        mesh = resolve_mesh(self._mesh)
-        key = (signature, mesh)
-        if key not in self._plans:
+        mesh = self._current_mesh()
+        key = (signature, static_key, mesh)
+        plan = self._plans.get(key)
+        if plan is None:
             with gc_paused():
-                self._plans[key] = self._make_plan(args, kwargs, leaves, signature, mesh)
-        return self._plans[key]
+                plan = self._make_plan(args, kwargs, static_key, leaves, signature, mesh)
+            # every process of a multi-process mesh must run this same plan
+            check_agreement(plan)
+            self._plans[key] = plan
+        return plan
 
     def _make_plan(
         self,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        static_key: tuple[Any, ...],
         leaves: list[Any],
         signature: Any,
         mesh: Mesh | AbstractMesh,
     ) -> Plan:
-        program = trace(self.fn, *args, **kwargs)
+        # Under jax.jit / jax.grad / lax.scan the leaves are tracers of the enclosing
+        # transform; planning reads only shapes and dtypes, so trace on those.
+        args, kwargs = jax.tree_util.tree_map(_abstract_if_traced, (args, kwargs))
+        program = trace(self.arg_spec.bind(self.fn, static_key), *args, **kwargs)
         mesh_attr = ir.MeshAttr(tuple((str(n), int(s)) for n, s in mesh.shape.items()))
         propagator = Propagator(program.module, mesh_attr)
         non_array = {i: type(x).__name__ for i, x in enumerate(leaves) if not hasattr(x, "shape")}
@@ -154,18 +240,43 @@ class Partitioned:
             program.output_paths, outputs, self.hardware,
         )  # fmt: skip
         records = [tactic.apply(ctx, i) for i, tactic in enumerate(self.schedule)]
-        return Plan(program, mesh, self.schedule, propagator, records, self.mode, signature)
+        donated = self.arg_spec.donated_leaves(args, kwargs)
+        return Plan(
+            program, mesh, self.schedule, propagator, records, self.mode, signature,
+            self.arg_spec, static_key, donated,
+        )  # fmt: skip
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.plan(*args, **kwargs)(*args, **kwargs)
+        """Plan (once per input signature and static values), compile (once per plan) and
+        run. Inside `jax.jit`, `jax.grad` or `lax.scan` it applies the plan to the traced
+        values: the emitted program is itself a `jax.jit` function, which those transforms
+        trace through."""
+        dyn_args, dyn_kwargs, static_key = self.arg_spec.split(self._name, args, kwargs)
+        leaves, tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
+        plan = self._plan_for(dyn_args, dyn_kwargs, static_key, leaves, tree)
+        return plan.run_leaves(leaves)
 
     def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
         """The `jax.stages.Lowered` of the partitioned function for these inputs."""
         return self.plan(*args, **kwargs).lower(*args, **kwargs)
 
 
+def _abstract_if_traced(x: Any) -> Any:
+    if isinstance(x, jax.Array) and not is_concrete(x):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=jax.typeof(x).weak_type)
+    return x
+
+
 def partition(
-    schedule: Any, *, mesh: Any = None, mode: str = "annotate", hardware: Any = "cpu"
+    schedule: Any,
+    *,
+    mesh: Any = None,
+    mode: str = "annotate",
+    hardware: Any = "cpu",
+    static_argnums: int | Sequence[int] | None = None,
+    static_argnames: str | Sequence[str] | None = None,
+    donate_argnums: int | Sequence[int] | None = None,
+    donate_argnames: str | Sequence[str] | None = None,
 ) -> Callable[[Callable[..., Any]], Partitioned]:
     """Partition a JAX function with a schedule of tactics.
 
@@ -181,6 +292,12 @@ def partition(
       hardware: the simulator profile (a name such as ``"tpu-v5p"`` or ``"h100"``, or a
         `partir.simulator.Hardware`) that `AutomaticPartition` tactics judge candidates
         on when they do not name their own.
+      static_argnums, static_argnames: arguments (by position or name) that are Python
+        values, not arrays, as in `jax.jit`: they are not traced, must be hashable, and
+        each distinct value gets its own plan and compilation.
+      donate_argnums, donate_argnames: arguments whose buffers the program may reuse for
+        its outputs, as in `jax.jit` (a donated array is deleted by the call). A training
+        step donating params and optimizer state holds one copy of them, not two.
 
     Returns:
       A decorator; the decorated function is called like a `jax.jit` function and has
@@ -190,8 +307,10 @@ def partition(
     if mode not in MODES:
         raise PartIRError(f"partir.partition(mode={mode!r}): available modes are {MODES}.")
     get_hardware(hardware)  # an unknown profile fails here, not at the first plan
+    check_mesh_form(mesh)  # and a mesh written as bare sizes here, not at the first call
 
     def decorate(fn: Callable[..., Any]) -> Partitioned:
-        return Partitioned(fn, tactics, mesh, mode, hardware)
+        spec = ArgSpec.build(fn, static_argnums, static_argnames, donate_argnums, donate_argnames)
+        return Partitioned(fn, tactics, mesh, mode, hardware, spec)
 
     return decorate

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import jax
+import numpy as np
 from jax.sharding import AbstractMesh, Mesh, NamedSharding
 from xdsl.ir import BlockArgument, OpResult, SSAValue
 
-from partir import ir
+from partir import _multihost, ir
+from partir._call import ArgSpec, place_leaf
 from partir._check import CompiledCheck, check_compiled
 from partir._collectives import CollectiveTable, collective_table
 from partir._display import plan_html
@@ -97,6 +100,9 @@ class Plan:
         records: list[TacticRecord],
         mode: str,
         input_signature: tuple[Any, ...],
+        arg_spec: ArgSpec | None = None,
+        static_key: tuple[Any, ...] = (),
+        donated: tuple[int, ...] = (),
     ):
         self.program = program
         self.mesh = mesh
@@ -105,6 +111,13 @@ class Plan:
         self.records = records
         self.mode = mode
         self.input_signature = input_signature
+        """(treedef, per-leaf (shape, dtype)) of the traced arguments (static ones removed)."""
+        self.arg_spec = arg_spec or ArgSpec()
+        """The static and donated arguments of `partir.partition`."""
+        self.static_key = static_key
+        """The static argument values this plan was made for."""
+        self.donated = donated
+        """Flat input leaf indices whose buffers the program may reuse (donation)."""
         fn = program.function
         self._inputs = list(fn.args)
         self._outputs = list(fn.body.block.last_op.operands)  # type: ignore[union-attr]
@@ -116,9 +129,35 @@ class Plan:
 
     # -- shardings ---------------------------------------------------------------------
 
-    def sharding_of(self, value: SSAValue) -> ir.Sharding:
-        """The planned sharding of an IR value."""
-        return self.propagator.sharding(value)
+    @overload
+    def sharding_of(self, value: str) -> NamedSharding: ...
+    @overload
+    def sharding_of(self, value: SSAValue) -> ir.Sharding: ...
+    def sharding_of(self, value: str | SSAValue) -> NamedSharding | ir.Sharding:
+        """The planned sharding of an input or output leaf, or of an IR value.
+
+        Args:
+          value: a leaf's path (``"params/blocks/0/mlp/w_in"``, ``"out/2"``): gives the
+            `NamedSharding` it is placed with, as in `in_shardings`/`out_shardings`; or an
+            IR value of `program`: gives its `partir.ir.Sharding` (partial axes included).
+
+        Raises:
+          SelectorError: no input or output has the path; the message lists near ones.
+        """
+        if not isinstance(value, str):
+            return self.propagator.sharding(value)
+        paths = self.program.input_paths + self.program.output_paths
+        flat = self._flat_in + self._flat_out
+        for path, sharding in zip(paths, flat, strict=True):
+            if path == value:
+                return sharding
+        near = difflib.get_close_matches(value, paths, n=5, cutoff=0.5) or paths[:5]
+        raise SelectorError(
+            f"plan.sharding_of({value!r}): no input or output leaf has that path. "
+            f"Near paths: {', '.join(near)}. Inputs start with the argument names "
+            f"({', '.join(sorted({p.split('/')[0] for p in self.program.input_paths}))}), "
+            "outputs with 'out'; plan.program.input_paths lists them all."
+        )
 
     @functools.cached_property
     def _flat_in(self) -> list[NamedSharding]:
@@ -191,7 +230,7 @@ class Plan:
             + (f", partial over {sharding.partial}" if sharding.partial else "")
         ]
         axes = [a for d in sharding.dims for a in d] + list(sharding.partial)
-        pinned = [a for (v, a) in self.propagator.pinned if v is value]  # pins are few
+        pinned = sorted(a for (v, a) in self.propagator.pinned if v is value)  # pins are few
         if not axes and not pinned:
             lines.append("  no tactic decided it: replicated")
         for axis in axes:
@@ -226,6 +265,18 @@ class Plan:
             repr(t) for t in self.schedule
         )
         return header + "\n" + str(self.program)
+
+    def fingerprint(self) -> str:
+        """A stable hash (sha256 hex) of what the plan runs: the IR with its shardings
+        (source locations left out), the input and output shardings, the mesh axes and
+        device ids, the mode, the schedule's repr, the tactics `AutomaticPartition`
+        found, and in spmd mode the device-local program.
+
+        Equal on every process of a `jax.distributed` job that made the same plan, and
+        across interpreters whatever their hash seed; partitioning compares it across
+        processes by itself when the mesh spans several (docs/multihost.md).
+        """
+        return _multihost.fingerprint(self)
 
     @property
     def tactics_found(self) -> FoundSchedule:
@@ -265,10 +316,16 @@ class Plan:
         Args:
           hardware: a profile name (``"tpu-v5p"``, ``"h100"``, ``"cpu"``, ...) or a
             `partir.simulator.Hardware`.
-          **options: passed to `partir.simulator.simulate` (``topology``, ``donate``).
+          **options: passed to `partir.simulator.simulate` (``topology``, ``donate``);
+            ``devices_per_host=n`` puts the innermost axes that fit in n devices on one
+            host and the others across hosts (a what-if). On a mesh spanning
+            `jax.distributed` processes, the axes that cross processes are on the
+            cross-host link by default.
         """
         remember_hardware(self, hardware, options)
-        return simulate(self.lowered.module, hardware, **options)
+        return simulate(
+            self.lowered.module, hardware, **_multihost.simulate_options(self, hardware, options)
+        )
 
     @property
     def history(self) -> History:
@@ -318,7 +375,7 @@ class Plan:
         assert isinstance(mesh, Mesh)
         if self.mode == "spmd":
             low = self.lowered
-            return emit_spmd(low.module, mesh, low.in_layouts, low.out_layouts)
+            return emit_spmd(low.module, mesh, low.in_layouts, low.out_layouts, self.donated)
         decided = {}
         for value in self.propagator.dims.keys() | self.propagator.partial.keys():
             decided[value] = self.propagator.sharding(value)
@@ -326,28 +383,106 @@ class Plan:
             decided.setdefault(value, self.propagator.sharding(value))
         needs = self.propagator.operand_requirements()
         return emit_annotated(
-            self.program.module, mesh, decided, self._flat_in, self._flat_out, needs
+            self.program.module, mesh, decided, self._flat_in, self._flat_out, needs, self.donated
         )
 
     def _flatten_checked(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        args, kwargs, static_key = self.arg_spec.split(self.program.name, args, kwargs)
+        if static_key != self.static_key:
+            raise InputMismatchError(
+                f"the partitioned {self.program.name} was planned for the static arguments "
+                f"{_static_text(self.static_key)} but called with {_static_text(static_key)}. "
+                "Call the decorated function instead: it plans once per static value."
+            )
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
         signature = (tree, tuple(_leaf_signature(x) for x in leaves))
         if signature != self.input_signature:
             raise InputMismatchError(_mismatch_message(self, signature))
         return leaves
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the partitioned function (inputs must match the planned shapes)."""
-        self._require_devices("running the plan")
-        leaves = self._flatten_checked(args, kwargs)
-        # jit refuses committed arrays laid out otherwise; move them to the planned layout
-        leaves = [
-            jax.device_put(x, s)
-            if isinstance(x, jax.Array) and x.committed and x.sharding != s
-            else x
-            for x, s in zip(leaves, self._flat_in, strict=True)
+    def _placed(self, leaves: list[Any]) -> list[Any]:
+        what = f"the partitioned {self.program.name}"
+        return [
+            place_leaf(x, s, path, what)
+            for x, s, path in zip(leaves, self._flat_in, self.program.input_paths, strict=True)
         ]
-        return jax.tree_util.tree_unflatten(self.program.out_tree, self.jitted(*leaves))
+
+    def run_leaves(self, leaves: list[Any]) -> Any:
+        """Run on flat input leaves already checked against `input_signature`; returns
+        the output pytree. Host data and arrays laid out otherwise are moved to
+        `in_shardings` first; tracers (the call is inside `jax.jit`, `jax.grad`,
+        `lax.scan`) go straight to the jitted program, whose shardings constrain them."""
+        self._require_devices("running the plan")
+        outs = self.jitted(*self._placed(leaves))
+        return jax.tree_util.tree_unflatten(self.program.out_tree, outs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the partitioned function (inputs must match the planned shapes and static
+        values). Works on arrays and on tracers, so a plan composes with `jax.jit`,
+        `jax.grad` and `lax.scan` as a jitted function does."""
+        self._require_devices("running the plan")
+        return self.run_leaves(self._flatten_checked(args, kwargs))
+
+    def place(self, *args: Any, **kwargs: Any) -> Any:
+        """The arguments, each array leaf `device_put` on the sharding the plan wants.
+
+        Use it before a training loop: host (numpy) or single-device data is laid out
+        once, and the first step neither copies nor compiles for other input layouts.
+        Static arguments and Python scalars come back unchanged.
+
+        Args:
+          *args, **kwargs: the arguments as the partitioned function takes them.
+
+        Returns:
+          The positional arguments as a tuple (one pytree per argument), or
+          ``(args, kwargs)`` when keyword arguments were given.
+        """
+        self._require_devices("plan.place()")
+        leaves = self._placed(self._flatten_checked(args, kwargs))
+        placed_args, placed_kwargs = jax.tree_util.tree_unflatten(self.program.in_tree, leaves)
+        out_args = iter(placed_args)
+        full_args = tuple(
+            a if i in self.arg_spec.static_argnums else next(out_args) for i, a in enumerate(args)
+        )
+        if not kwargs:
+            return full_args
+        full_kwargs = {k: placed_kwargs.get(k, v) for k, v in kwargs.items()}
+        return full_args, full_kwargs
+
+    def shard_batch(self, *args: Any, **kwargs: Any) -> Any:
+        """The global input arrays, built from this process's local data.
+
+        In a `jax.distributed` job each process loads only its part of the batch. Pass
+        the arguments as the partitioned function takes them, each array leaf being
+        either this process's part of the planned global value (the rows its devices
+        hold under `in_shardings`: half the batch on each of 2 processes under batch
+        parallelism) or the whole global value, the same on every process (parameters
+        initialised from one seed). On one process this is `place`.
+
+        Args:
+          *args, **kwargs: the arguments with process-local array leaves.
+
+        Returns:
+          As `place`: the positional arguments as a tuple of global `jax.Array` pytrees,
+          or ``(args, kwargs)`` when keyword arguments were given.
+
+        Raises:
+          LocalShapeError: a leaf fits neither its local part nor the global shape; the
+            message names its path, both shapes and the process count.
+        """
+        self._require_devices("plan.shard_batch()")
+        dyn_args, dyn_kwargs, _ = self.arg_spec.split(self.program.name, args, kwargs)
+        leaves, tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
+        if tree != self.input_signature[0]:
+            raise InputMismatchError(_mismatch_message(self, (tree, ())))
+        global_args, global_kwargs = jax.tree_util.tree_unflatten(
+            tree, _multihost.shard_batch(self, leaves)
+        )
+        it = iter(global_args)
+        static = self.arg_spec.static_argnums
+        full_args = tuple(a if i in static else next(it) for i, a in enumerate(args))
+        full_kwargs = {k: global_kwargs.get(k, v) for k, v in kwargs.items()}
+        return self.place(*full_args, **full_kwargs)  # checks the shapes; moves nothing
 
     def lower(self, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
         """The `jax.stages.Lowered` of what calling the plan runs (planned inputs by default)."""
@@ -367,10 +502,15 @@ def _type_text(value: SSAValue) -> str:
 
 
 def _leaf_signature(x: Any) -> tuple[tuple[int, ...], Any]:
+    dtype = getattr(x, "dtype", None)
+    if isinstance(dtype, np.dtype):  # the per-call fast path: arrays, tracers, numpy data
+        return tuple(x.shape), dtype
     shape = tuple(getattr(x, "shape", ()))
     dtype = getattr(x, "dtype", None)
     if dtype is None:
         dtype = jax.numpy.asarray(x).dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):  # a PRNG key has no numpy dtype
+        return shape, dtype
     return shape, jax.numpy.dtype(dtype)
 
 
@@ -393,6 +533,15 @@ def _mismatch_message(plan: Plan, signature: tuple[Any, Any]) -> str:
         "decorated function does that)."
     )
     return "\n".join(lines)
+
+
+def _static_text(key: tuple[Any, ...]) -> str:
+    if not key:
+        return "(none)"
+    return ", ".join(
+        f"{'argument ' + str(where) if kind == 'arg' else where}={value!r}"
+        for kind, where, value in key
+    )
 
 
 def _sig_text(sig: tuple[tuple[int, ...], Any]) -> str:

@@ -165,6 +165,40 @@ class Program:
         self.module.verify()
         return self
 
+    def _flat_call(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        """A parsed program's callable: exactly its flat input leaves, checked."""
+        arg_types = list(self.function.function_type.inputs.data)
+        paths = self.input_paths
+        name = self.name
+
+        def call(*leaves: Any, **kwargs: Any) -> Any:
+            if kwargs or any(not hasattr(x, "shape") for x in leaves):
+                raise ProgramError(
+                    f"{name}: a parsed program takes its {len(arg_types)} input leaves flat, "
+                    f"as positional arrays (paths: {', '.join(paths[:4])}"
+                    f"{', ...' if len(paths) > 4 else ''}); got "
+                    f"{len(leaves)} positional and {len(kwargs)} keyword arguments of types "
+                    f"{sorted({type(x).__name__ for x in [*leaves, *kwargs.values()]})}. Flatten "
+                    "them with jax.tree.leaves(...), or call the traced Program instead."
+                )
+            if len(leaves) != len(arg_types):
+                raise ProgramError(
+                    f"{name}: the parsed program takes {len(arg_types)} input leaves "
+                    f"({', '.join(paths[:4])}{', ...' if len(paths) > 4 else ''}); got "
+                    f"{len(leaves)}. Pass jax.tree.leaves of the arguments it was traced with."
+                )
+            for i, (x, t) in enumerate(zip(leaves, arg_types, strict=True)):
+                want = (ir.shape_of(t), ir.dtype_of(t))
+                got = (tuple(x.shape), str(x.dtype))
+                if got[0] != want[0]:
+                    raise ProgramError(
+                        f"{name}: input {paths[i] if i < len(paths) else i} has shape "
+                        f"{got[0]}, but the program was traced with {want[0]} ({want[1]})."
+                    )
+            return run(*leaves)
+
+        return call
+
     def to_jax(self) -> Callable[..., Any]:
         """A callable computing the same values as the traced function.
 
@@ -175,7 +209,7 @@ class Program:
             self._callable = to_flat_callable(self.module)
         run = self._callable
         if self.in_tree is None:
-            return lambda *leaves: run(*leaves)
+            return self._flat_call(run)
 
         in_tree, out_tree, name = self.in_tree, self.out_tree, self.name
 

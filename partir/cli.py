@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 
 DEMO_DESCRIPTION = """\
@@ -58,18 +59,122 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+OPT_HELP = """\
+usage: partir opt [-p PASSES] [-o OUTPUT_FILE] [xdsl-opt options] [input_file]
+
+Run passes on a partir IR file (stdin when no file is given), as xdsl-opt does, with
+partir's dialects and passes loaded.
+
+partir's passes (-p takes a comma-separated list; options go in braces):
+{passes}
+
+options:
+  -h, --help     this text
+  --all-passes   list every pass: partir's, then xDSL's (cse, canonicalize, ...)
+  --xdsl-help    every xdsl-opt option (-o, --split-input-file, --print-op-generic, ...)
+
+Example:
+  partir opt step.mlir -p partir-lower-to-spmd,partir-optimize-collectives
+"""
+
+
+def _fail(message: str) -> int:
+    """A command-line mistake: one line on stderr, exit status 2 (as argparse does)."""
+    print(f"partir: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _pass_names(spec: str) -> list[str]:
+    """The pass names of a pipeline spec such as ``a,b{opt=1 x=2},c``."""
+    names, depth, current = [], 0, ""
+    for c in spec:
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            names.append(current)
+            current = ""
+        elif depth == 0:
+            current += c
+    names.append(current)
+    return [n.strip() for n in names if n.strip()]
+
+
+def _first_sentence(factory: object) -> str:
+    """The first sentence of a pass's docstring."""
+    try:
+        doc = factory().__doc__ or ""  # type: ignore[operator]
+    except Exception:  # a pass that fails to import still gets listed
+        doc = ""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    return paragraph.split(". ")[0].rstrip(".").replace("``", "`")
+
+
+def _pipeline_arg(argv: Sequence[str]) -> str:
+    """The value of ``-p``/``--passes`` in `argv` (empty when not given)."""
+    for i, a in enumerate(argv):
+        if a in ("-p", "--passes") and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--passes="):
+            return a.split("=", 1)[1]
+        if a.startswith("-p") and not a.startswith("--") and len(a) > 2:
+            return a[2:]
+    return ""
+
+
 def _opt(argv: Sequence[str]) -> int:
+    import difflib
+
+    from xdsl.universe import Universe
     from xdsl.utils.exceptions import DiagnosticException, ParseError
     from xdsl.xdsl_opt_main import xDSLOptMain
 
     # xdsl-opt finds partir's dialects and passes through the package's entry point.
-    sys.argv = ["partir opt", *argv]
+    passes = Universe.get_multiverse().all_passes
+    ours = sorted(n for n in passes if n.startswith("partir-"))
+    argv = list(argv)
+    if "--all-passes" in argv:
+        print("\n".join([*ours, *sorted(n for n in passes if n not in ours)]))
+        return 0
+    if "-h" in argv or "--help" in argv:
+        width = max(map(len, ours))
+        listing = "\n".join(
+            textwrap.fill(
+                _first_sentence(passes[n]),
+                width=92,
+                initial_indent=f"  {n:<{width}}  ",
+                subsequent_indent=" " * (width + 4),
+            )
+            for n in ours
+        )
+        print(OPT_HELP.format(passes=listing), end="")
+        return 0
+    if "--xdsl-help" in argv:
+        argv = ["--help"]
+    for name in _pass_names(_pipeline_arg(argv)):
+        if name not in passes:
+            close = difflib.get_close_matches(name, list(passes), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            return _fail(
+                f"unknown pass {name!r}{hint} partir's passes: {', '.join(ours)} "
+                "(`partir opt --all-passes` lists every pass)"
+            )
     try:
-        xDSLOptMain().run()
+        main = xDSLOptMain(args=argv)
+    except SystemExit as e:  # argparse has printed its error
+        return int(e.code or 0)
+    path = main.args.input_file
+    if path is not None and not os.path.isfile(path):
+        return _fail(f"input file {path!r} does not exist (give a .mlir file, or none for stdin)")
+    try:
+        main.run()
     except (DiagnosticException, ParseError) as e:
         # the message names the problem; the traceback into xDSL adds nothing
         print(f"partir opt: error: {e}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as e:
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     return 0
 
 
@@ -124,6 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     if args.command == "calibrate":
         return _calibrate(args)
+    from partir.errors import SimulatorError
+    from partir.simulator import get_hardware
+
+    for name in args.hardware:  # at once, not after tracing and planning
+        try:
+            get_hardware(name)
+        except SimulatorError as e:
+            return _fail(f"--hardware: {e}")
     return _demo(args)
 
 

@@ -57,3 +57,15 @@ class UnsupportedDtypeError(PartIRError, ValueError):
 
 class SimulatorError(PartIRError, ValueError):
     """A hardware profile, topology or program the simulator cannot work with."""
+
+
+class AbstractInputError(ProgramError):
+    """A partitioned function was called to run with shapes only (`jax.ShapeDtypeStruct`)."""
+
+
+class PlanMismatchError(PartIRError):
+    """Processes of one multi-process mesh made different plans (`plan.fingerprint()` differs)."""
+
+
+class LocalShapeError(ProgramError):
+    """`plan.shard_batch` got process-local data whose shape does not fit the plan."""

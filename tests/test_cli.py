@@ -133,3 +133,48 @@ def test_tiny_function_round_trips_through_the_pass():
     module = parse_module(text)
     PropagatePass().apply(make_context(), module)
     assert str(module) == str(parse_module(text))  # idempotent on a planned program
+
+
+def _cli_error(*args: str) -> str:
+    """Run `partir ARGS`, expect exit status 2 and one line on stderr; return that line."""
+    result = run(str(BIN / "partir"), *args, check=False)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_opt_missing_file_is_one_line(tmp_path):
+    line = _cli_error("opt", str(tmp_path / "missing.mlir"), "-p", "partir-propagate")
+    assert "missing.mlir" in line and "does not exist" in line
+
+
+@pytest.mark.parametrize(
+    ("spec", "suggestion"),
+    [("partir-propogate", "partir-propagate"), ("cse,partir-lower-to-spmdd", "partir-lower-to-spmd"),
+     ("partir-optimize-collectives{x=1},no-such-pass-at-all", None)],
+)  # fmt: skip
+def test_opt_unknown_pass_is_one_line_with_a_suggestion(spec, suggestion):
+    line = _cli_error("opt", str(CASE), "-p", spec)
+    assert "unknown pass" in line and "partir-propagate" in line
+    if suggestion:
+        assert f"did you mean {suggestion!r}" in line
+    else:
+        assert "did you mean" not in line
+
+
+def test_opt_help_lists_partirs_passes_first_and_briefly():
+    help_text = run(str(BIN / "partir"), "opt", "--help").stdout
+    assert help_text.startswith("usage: partir opt")
+    for name in ("partir-propagate", "partir-lower-to-spmd", "partir-optimize-collectives"):
+        assert name in help_text
+    assert "convert-arith-to-riscv" not in help_text  # xDSL's passes only with --all-passes
+    assert len(help_text.splitlines()) < 30
+    every = run(str(BIN / "partir"), "opt", "--all-passes").stdout.split()
+    assert every[0].startswith("partir-") and "cse" in every
+
+
+def test_demo_unknown_profile_fails_at_once():
+    line = _cli_error("demo", "--hardware", "tpu-v5p", "h800")
+    assert "h800" in line and "h100" in line  # names the mistake and lists the profiles

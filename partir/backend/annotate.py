@@ -67,6 +67,7 @@ def emit_annotated(
     in_shardings: Sequence[NamedSharding],
     out_shardings: Sequence[NamedSharding],
     operand_needs: Mapping[tuple[Operation, int], ir.Sharding] = {},
+    donate_argnums: Sequence[int] = (),
 ) -> Callable[..., list[Any]]:
     """A jitted callable on flat input leaves that runs `module` with the plan's shardings.
 
@@ -74,6 +75,8 @@ def emit_annotated(
     left to XLA (a constraint would force an early reduction). `operand_needs` maps an
     (op, operand index) to the sharding the op must see that operand in (a dimension it
     slices, pads or sorts must be whole), constrained just before the op.
+    `donate_argnums` are the flat input leaves whose buffers XLA may reuse for outputs
+    (`jax.jit`'s meaning).
     """
     constraints = {v: named_sharding(mesh, s) for v, s in decided.items() if not s.partial}
     needs = {k: named_sharding(mesh, s) for k, s in operand_needs.items() if not s.partial}
@@ -82,4 +85,9 @@ def emit_annotated(
     def run(*leaves: Any) -> tuple[Any, ...]:
         return tuple(_constrained_block(block, leaves, constraints, needs))
 
-    return jax.jit(run, in_shardings=tuple(in_shardings), out_shardings=tuple(out_shardings))
+    return jax.jit(
+        run,
+        in_shardings=tuple(in_shardings),
+        out_shardings=tuple(out_shardings),
+        donate_argnums=tuple(donate_argnums),
+    )

@@ -13,9 +13,15 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, Region
 
 from partir import ir
+from partir.backend import jax_compat
 from partir.backend.known import KNOWN_ENUMS, KNOWN_RECORDS, SCATTER_COMBINERS, numpy_dtype
-from partir.backend.primitives import lookup_primitive
+from partir.backend.primitives import lookup_primitive, register_primitive
 from partir.errors import UnsupportedPrimitiveError
+
+# The frontend writes `random_wrap`/`random_unwrap` ops of its own (PRNG keys, see
+# partir/frontend/random.py); registered here so parsed text runs in a fresh process too.
+for _prim in jax_compat.random_primitives():
+    register_primitive(_prim)
 
 
 def decode_value(value: Any, where: str) -> Any:
@@ -25,7 +31,7 @@ def decode_value(value: Any, where: str) -> Any:
     if isinstance(value, ir.Dtype):
         return numpy_dtype(value.name)
     if isinstance(value, ir.TensorSpec):
-        return jax.core.ShapedArray(value.shape, numpy_dtype(value.dtype))
+        return jax_compat.shaped_array(value.shape, numpy_dtype(value.dtype))
     if isinstance(value, ir.EnumValue):
         return getattr(KNOWN_ENUMS[value.kind], value.member)
     if isinstance(value, ir.Record):
@@ -99,9 +105,8 @@ def _scan(op: ir.ScanOp, args: list[Any]) -> list[Any]:
         return outs[:n_carry], outs[n_carry:]
 
     carry, ys = jax.lax.scan(
-        body, init, xs, length=p["length"], reverse=p["reverse"], unroll=p.get("unroll", 1),
-        _split_transpose=p.get("_split_transpose", False),
-    )  # fmt: skip
+        body, init, xs, length=p["length"], reverse=p["reverse"], unroll=p.get("unroll", 1)
+    )
     return [*carry, *ys]
 
 
@@ -127,12 +132,15 @@ def _remat(op: ir.RematOp, args: list[Any]) -> list[Any]:
     p = dict(op.params.items())
     policy = decode_value(p.get("policy"), "remat2")
     region = op.bodies[0]
-    fn = jax.checkpoint(
+    # bound again with its own `differentiated` flag: `jax.checkpoint` would drop it, and
+    # with it the optimization barrier XLA needs to keep the recomputation
+    return jax_compat.bind_checkpoint(
         lambda *xs: evaluate_region(region, list(xs)),
+        list(args),
         prevent_cse=p.get("prevent_cse", True),
+        differentiated=p.get("differentiated", False),
         policy=policy,
     )
-    return list(fn(*args))
 
 
 _REGION_EVALUATORS: dict[type, Callable[[Any, list[Any]], list[Any]]] = {

@@ -9,6 +9,17 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from partir.backend import jax_compat
+
+
+class PRNGImpl:
+    """The registered PRNG implementations by name, so `PRNGImpl.threefry2x32` (the `impl`
+    parameter of `random_wrap`) decodes to JAX's `PRNGImpl` object."""
+
+
+for _name, _impl in jax_compat.prng_impls().items():
+    setattr(PRNGImpl, _name, _impl)
+
 KNOWN_RECORDS: dict[str, type] = {
     "GatherDimensionNumbers": jax.lax.GatherDimensionNumbers,
     "ScatterDimensionNumbers": jax.lax.ScatterDimensionNumbers,
@@ -21,6 +32,8 @@ KNOWN_ENUMS: dict[str, type] = {
     "Precision": jax.lax.Precision,
     "RoundingMethod": jax.lax.RoundingMethod,
     "DotAlgorithmPreset": jax.lax.DotAlgorithmPreset,
+    "FftType": jax.lax.FftType,
+    "PRNGImpl": PRNGImpl,
 }
 """Enumeration parameter classes, by name."""
 
@@ -35,5 +48,7 @@ SCATTER_COMBINERS = {
 
 
 def numpy_dtype(name: str) -> np.dtype:
-    """The numpy dtype of a dtype name, bfloat16 included."""
+    """The numpy dtype of a dtype name, bfloat16 included (a key dtype has none: raises)."""
+    if name.startswith("key<"):
+        raise TypeError(f"dtype {name} is a PRNG key dtype; it has no numpy dtype")
     return np.dtype(jax.numpy.bfloat16) if name == "bfloat16" else np.dtype(name)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import jax
-from jax.extend import core as jcore
+from partir.backend import jax_compat as jcore
 
 _BY_NAME: dict[str, jcore.Primitive] = {}
 _public_loaded = False
@@ -12,10 +11,8 @@ _public_loaded = False
 def _load_public() -> None:
     global _public_loaded
     _public_loaded = True
-    for attr in dir(jax.extend.core.primitives):
-        prim = getattr(jax.extend.core.primitives, attr)
-        if isinstance(prim, jcore.Primitive):
-            _BY_NAME.setdefault(prim.name, prim)
+    for prim in jcore.public_primitives():
+        _BY_NAME.setdefault(prim.name, prim)
 
 
 def register_primitive(prim: jcore.Primitive) -> None:

@@ -4,10 +4,16 @@ Collectives map to `jax.lax`: all_gather -> `all_gather(tiled=True)`, all_reduce
 `psum`/`pmax`/`pmin`, reduce_scatter -> `psum_scatter(tiled=True)`, all_to_all ->
 `all_to_all(tiled=True)`, all_slice -> `axis_index` + `dynamic_slice`,
 collective_permute -> `ppermute`. What runs is exactly what was planned.
+
+Host callbacks (`io_callback`, `jax.debug.callback`, `jax.debug.print`) run once per call,
+not once per device: lowering hands them whole (replicated) operands, and the emitter runs
+them under a `lax.cond` on the first device of the mesh; an `io_callback`'s results reach
+the other devices through a `psum` of that device's values and zeros (`docs/emission.md`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +26,8 @@ from xdsl.ir import Block, Operation
 from partir import ir
 from partir.backend import evaluate
 from partir.backend.annotate import partition_spec
+from partir.backend.jax_compat import varying_axes
+from partir.backend.known import numpy_dtype
 
 
 def _axis_names(axes: Sequence[str]) -> str | tuple[str, ...]:
@@ -61,23 +69,60 @@ def _collective(op: Operation, x: Any, sizes: dict[str, int]) -> Any:
     raise NotImplementedError(f"cannot emit {op.name}")
 
 
-def _vma(x: Any) -> frozenset[str]:
-    """The manual axes `x` varies over inside `shard_map`."""
-    manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    return frozenset(manual.varying) if manual is not None else frozenset()
-
-
 def _match_vma(args: list[Any]) -> list[Any]:
     """Mark every operand varying over the union of the operands' varying axes.
 
     Binding a primitive directly skips the implicit cast `jax.numpy` inserts, and
     `check_vma` requires an op's operands to vary over the same manual axes.
     """
-    union = frozenset().union(*(_vma(a) for a in args)) if args else frozenset()
+    union = frozenset().union(*(varying_axes(a) for a in args)) if args else frozenset()
     return [
-        a if _vma(a) == union else jax.lax.pcast(a, tuple(sorted(union - _vma(a))), to="varying")
+        a
+        if varying_axes(a) == union
+        else jax.lax.pcast(a, tuple(sorted(union - varying_axes(a))), to="varying")
         for a in args
     ]
+
+
+HOST_CALLBACKS = frozenset({"io_callback", "debug_callback", "debug_print"})
+"""Primitives that call back into Python: run on one device, not on every device."""
+
+
+def _on_first_device(op: ir.PrimOp, operands: list[Any], sizes: dict[str, int]) -> list[Any]:
+    """Run a host callback on the device whose axis indices are all 0.
+
+    Inside `shard_map` every device runs the program, so a bare callback would run once per
+    device. Its operands are replicated (lowering gathers them: callbacks have no sharding
+    rule, or a replicated one), so the first device sees the whole values. Results are
+    zeros on the other devices and a `psum` over every axis gives all devices the first
+    device's values, as each consumer of the (replicated) result expects.
+    """
+    axes = tuple(sizes)
+    if not axes:
+        return evaluate.evaluate_op(op, operands)
+    first = functools.reduce(jax.numpy.logical_and, [jax.lax.axis_index(a) == 0 for a in axes])
+    result_types = [(ir.shape_of(t), numpy_dtype(ir.dtype_of(t))) for t in op.result_types]
+
+    def run(*xs: Any) -> list[Any]:
+        return [_to_varying(v, axes) for v in evaluate.evaluate_op(op, list(xs))]
+
+    def skip(*xs: Any) -> list[Any]:
+        return [_to_varying(jax.numpy.zeros(s, d), axes) for s, d in result_types]
+
+    outs = jax.lax.cond(first, run, skip, *operands)
+    return [_broadcast_from_first(v, axes) for v in outs]
+
+
+def _to_varying(x: Any, axes: tuple[str, ...]) -> Any:
+    missing = tuple(a for a in axes if a not in varying_axes(x))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+
+def _broadcast_from_first(x: Any, axes: tuple[str, ...]) -> Any:
+    # psum has no boolean form: sum the bits as int8 (only one device contributes)
+    if x.dtype == jax.numpy.bool_:
+        return jax.lax.psum(x.astype(jax.numpy.int8), axes).astype(jax.numpy.bool_)
+    return jax.lax.psum(x, axes)
 
 
 def _run_block(block: Block, args: Sequence[Any], sizes: dict[str, int]) -> list[Any]:
@@ -91,7 +136,10 @@ def _run_block(block: Block, args: Sequence[Any], sizes: dict[str, int]) -> list
             operands = [env[v] for v in op.operands]
             if isinstance(op, ir.PrimOp):
                 operands = _match_vma(operands)
-            outs = evaluate.evaluate_op(op, operands, lambda b, a: _run_block(b, a, sizes))
+            if isinstance(op, ir.PrimOp) and op.primitive_name in HOST_CALLBACKS:
+                outs = _on_first_device(op, operands, sizes)
+            else:
+                outs = evaluate.evaluate_op(op, operands, lambda b, a: _run_block(b, a, sizes))
         for result, value in zip(op.results, outs, strict=True):
             env[result] = value
     raise ValueError("block has no terminator")
@@ -102,8 +150,13 @@ def emit_spmd(
     mesh: Mesh,
     in_layouts: Sequence[ir.Sharding],
     out_layouts: Sequence[ir.Sharding],
+    donate_argnums: Sequence[int] = (),
 ) -> Callable[..., tuple[Any, ...]]:
-    """A jitted callable on flat (global) input leaves running the device-local `module`."""
+    """A jitted callable on flat (global) input leaves running the device-local `module`.
+
+    `in_layouts`/`out_layouts` are the planned shardings of the inputs and outputs (the
+    shard_map's specs); `donate_argnums` are the flat input leaves XLA may reuse.
+    """
     block = evaluate.module_function(module).body.block
     sizes = {str(k): int(v) for k, v in mesh.shape.items()}
     in_specs = tuple(partition_spec(s) for s in in_layouts)
@@ -117,4 +170,5 @@ def emit_spmd(
         mapped,
         in_shardings=tuple(NamedSharding(mesh, s) for s in in_specs),
         out_shardings=tuple(NamedSharding(mesh, s) for s in out_specs),
+        donate_argnums=tuple(donate_argnums),
     )

@@ -5,11 +5,10 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-import jax
 import numpy as np
-from jax.extend import core as jcore
 
 from partir import ir
+from partir.backend import jax_compat
 from partir.backend.known import KNOWN_ENUMS, KNOWN_RECORDS, SCATTER_COMBINERS
 
 _ATOMS = (bool, int, float, str, type(None))
@@ -28,7 +27,7 @@ def encode_value(value: Any) -> Any:
         return value
     if type(value) is tuple or type(value) is list:
         return tuple(encode_value(v) for v in value)
-    key = (type(value), value) if _hashable(value) else None
+    key = (type(value), value) if is_hashable(value) else None
     if key is not None and (hit := _cache.get(key)) is not None:
         return hit
     encoded = _encode_object(value)
@@ -37,7 +36,8 @@ def encode_value(value: Any) -> Any:
     return encoded
 
 
-def _hashable(value: Any) -> bool:
+def is_hashable(value: Any) -> bool:
+    """Whether `value` can be a dict key (a cached parameter, a static argument)."""
     try:
         hash(value)
     except TypeError:
@@ -50,15 +50,18 @@ def _encode_object(value: Any) -> Any:
         return value.item()
     if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
         return ir.Dtype(np.dtype(value).name)
+    if jax_compat.is_prng_impl(value):
+        # `random_wrap[impl=fry]`: the implementation by its registered name
+        return ir.EnumValue("PRNGImpl", value.name)
     if isinstance(value, enum.Enum) and type(value).__name__ in KNOWN_ENUMS:
         return ir.EnumValue(type(value).__name__, value.name)
     if type(value).__name__ in KNOWN_RECORDS and hasattr(value, "_fields"):
         return ir.Record(
             type(value).__name__, tuple((f, encode_value(getattr(value, f))) for f in value._fields)
         )
-    if isinstance(value, jax.core.ShapedArray):
+    if jax_compat.is_shaped_array(value):
         return ir.TensorSpec(tuple(value.shape), np.dtype(value.dtype).name)
-    if isinstance(value, jcore.Jaxpr | jcore.ClosedJaxpr):
+    if isinstance(value, jax_compat.Jaxpr | jax_compat.ClosedJaxpr):
         return ir.keep_opaque(value, "jaxpr")
     return ir.keep_opaque(value, _describe(value))
 
@@ -68,7 +71,7 @@ def encode_params(
 ) -> tuple[tuple[str, Any], ...]:
     """A primitive's parameters in IR form, in their original order, without `skip`."""
     out = []
-    for name, value in params.items():
+    for name, value in jax_compat.canonical_params(primitive, params).items():
         if name in skip:
             continue
         if name == "update_jaxpr" and primitive in SCATTER_COMBINERS:

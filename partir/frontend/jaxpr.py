@@ -9,14 +9,14 @@ carries the user's source line as its location.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from jax.extend import core as jcore
-from jax.extend import source_info_util
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -30,9 +30,12 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from partir import ir
 from partir._gc import gc_paused
+from partir.backend import jax_compat as jcore
 from partir.backend.primitives import register_primitive
+from partir.frontend import random as keys
 from partir.frontend.encode import encode_params
 from partir.ir.constants import encode_array
+from partir.ir.paths import escape_key
 
 INLINED: dict[str, str] = {
     "jit": "jaxpr",
@@ -52,46 +55,113 @@ _REGION_PARAMS: dict[str, tuple[str, ...]] = {
     "remat2": ("jaxpr",),
 }
 
-_SUMMARY = re.compile(r"^(.*):(\d+):(\d+) \((.*)\)$")
+_KEY_PRIMITIVES = frozenset(
+    {"random_wrap", "random_unwrap", "iota_2x32_shape", *keys.EXPANDED, *keys.IDENTITY}
+)
+"""Primitives on PRNG keys, converted by `_Converter.key_op`."""
 
 
 def _tensor_type(aval: Any) -> Attribute:
+    """The IR type of a jaxpr value; a PRNG key array is a tensor of `ir.types.KeyType`."""
+    if jcore.is_key_dtype(aval.dtype):
+        return ir.tensor_type(tuple(aval.shape), keys.key_dtype_name(aval))
+    if jcore.is_float0(aval.dtype):
+        raise ir.UnsupportedDtypeError(
+            f"partir cannot represent a value of type {aval}: float0 is the tangent type of "
+            "an integer or boolean input (jax.grad(..., allow_int=True) makes it) and holds "
+            "no data. Leave it out of the partitioned function's inputs and outputs (drop "
+            "the integer leaves from what you differentiate, or filter float0 leaves out)."
+        )
     try:
         return ir.tensor_type(tuple(aval.shape), np.dtype(aval.dtype).name)
     except (TypeError, ir.UnsupportedDtypeError) as e:
         raise ir.UnsupportedDtypeError(
-            f"partir cannot represent a value of type {aval}: {e}. Extended dtypes such as "
-            "PRNG keys must be unwrapped (jax.random.key_data) before partitioning."
+            f"partir cannot represent a value of type {aval}: {e}. Convert it to one of "
+            "the supported dtypes before partitioning."
         ) from None
+
+
+def _result_types(eqn: jcore.JaxprEqn) -> list[Attribute]:
+    """The IR types of an equation's results; an error names the equation's source line."""
+    try:
+        return [_tensor_type(v.aval) for v in eqn.outvars]
+    except ir.UnsupportedDtypeError as e:
+        where = jcore.summarize_source(eqn.source_info)
+        raise ir.UnsupportedDtypeError(f"{e} (made by {eqn.primitive.name} at {where})") from None
+
+
+_PARTIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_OWN_CODE_IN_PARTIR = (os.path.join(_PARTIR, "testing") + os.sep,)
+_CELL = re.compile(r"^<ipython-input-(\d+)-[0-9a-f]+>$")
+
+
+@functools.cache
+def is_library_file(path: str) -> bool:
+    """Whether a source file is a library's rather than the user's: anything installed
+    (site-packages, dist-packages: optax, flax, equinox, haiku, ...) and partir itself,
+    except the model zoo in `partir.testing`, which stands for user code."""
+    parts = path.replace("\\", "/").split("/")
+    if "site-packages" in parts or "dist-packages" in parts:
+        return True
+    full = os.path.abspath(path)
+    return full.startswith(_PARTIR) and not full.startswith(_OWN_CODE_IN_PARTIR)
+
+
+def notebook_cell(path: str) -> str | None:
+    """``In [3]`` for the file IPython or a Jupyter kernel compiled cell 3 into, else None."""
+    match = _CELL.match(path)
+    if match:
+        return f"In [{match.group(1)}]"
+    if "ipykernel_" not in path:
+        return None
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    number = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(path)
+    return f"In [{number}]" if number is not None else None
 
 
 class _Converter:
     """Builds IR for one jaxpr at a time, threading values through an environment."""
 
     def __init__(self) -> None:
-        self.locations: dict[str, Attribute | None] = {}
+        self.locations: dict[Any, Attribute | None] = {}
         self.cwd = os.getcwd() + os.sep
+        # key value <-> its data, where one was made from the other: unwrap(wrap(x)) is x
+        self.key_data: dict[SSAValue, SSAValue] = {}
+        self.data_key: dict[SSAValue, SSAValue] = {}
+        # while converting a key primitive's expansion: the location all its ops take
+        self.pinned: list[Attribute | None] = []
 
     def location(self, eqn: jcore.JaxprEqn, fallback: Attribute | None) -> Attribute | None:
-        summary = source_info_util.summarize(eqn.source_info)
-        if summary in self.locations:
-            return self.locations[summary] or fallback
-        m = _SUMMARY.match(summary)
+        if self.pinned:  # partir's own frames would otherwise pass for user code
+            return self.pinned[-1]
+        traceback = jcore.traceback_of(eqn.source_info)
+        if traceback in self.locations:
+            return self.locations[traceback] or fallback
+        own, _library = jcore.user_frames(traceback, is_library_file)
         loc: Attribute | None = None
-        if m:
-            file, line, col, fn = m.groups()
+        if own is not None:
+            file, line, col, fn = own
+            file = notebook_cell(file) or file
             if os.path.isabs(file) and file.startswith(self.cwd):
                 file = os.path.relpath(file, self.cwd)
             loc = NameLoc(
                 StringAttr(fn.rpartition(".")[2]),
                 FileLineColLoc(StringAttr(file), IntAttr(int(line)), IntAttr(int(col))),
             )
-        self.locations[summary] = loc
+        self.locations[traceback] = loc
         return loc or fallback
 
     def constant(
         self, value: Any, aval: Any, ops: list[Operation], cache: dict[Any, SSAValue]
     ) -> SSAValue:
+        if jcore.is_key_dtype(aval.dtype):
+            # a closed-over key array: its uint32 data as a constant, wrapped again
+            data = keys.key_constant_data(value)
+            data_type = ir.tensor_type(data.shape, "uint32")
+            const = ir.ConstantOp(encode_array(data, "uint32"), data_type)  # type: ignore[arg-type]
+            ops.append(const)
+            return self.wrap(const.result, _tensor_type(aval), ops, None)
         dtype = np.dtype(aval.dtype).name
         array = np.asarray(value, dtype=aval.dtype)
         key = (dtype, array.shape, array.tobytes()) if array.size <= 16 else None
@@ -136,12 +206,14 @@ class _Converter:
                 outs = self.convert(sub_jaxpr, sub_consts, invals, ops, literals, loc)
             elif name in _REGION_PARAMS:
                 outs = self.region_op(eqn, invals, ops, loc)
+            elif name in _KEY_PRIMITIVES:
+                outs = self.key_op(eqn, invals, ops, literals, loc)
             else:
                 register_primitive(eqn.primitive)
                 op = ir.PrimOp(
                     name,
                     invals,
-                    [_tensor_type(v.aval) for v in eqn.outvars],
+                    _result_types(eqn),
                     encode_params(name, eqn.params),
                     loc,
                 )
@@ -151,6 +223,82 @@ class _Converter:
                 if not isinstance(var, jcore.DropVar):
                     env[var] = value
         return [read(v) for v in jaxpr.outvars]
+
+    def wrap(
+        self, data: SSAValue, key_type: Attribute, ops: list[Operation], loc: Attribute | None
+    ) -> SSAValue:
+        """The key array whose data is `data` (a `random_wrap`, unless `data` was unwrapped)."""
+        if data in self.data_key:
+            return self.data_key[data]
+        op = ir.PrimOp(
+            "random_wrap", [data], [key_type], keys.impl_param(ir.dtype_of(key_type)), loc
+        )
+        ops.append(op)
+        self.key_data[op.outs[0]] = data
+        self.data_key[data] = op.outs[0]
+        return op.outs[0]
+
+    def unwrap(self, key: SSAValue, ops: list[Operation], loc: Attribute | None) -> SSAValue:
+        """The data of a key array (a `random_unwrap`, unless `key` was wrapped here)."""
+        if key in self.key_data:
+            return self.key_data[key]
+        op = ir.PrimOp("random_unwrap", [key], [keys.key_data_type(key.type)], (), loc)
+        ops.append(op)
+        self.key_data[key] = op.outs[0]
+        self.data_key[op.outs[0]] = key
+        return op.outs[0]
+
+    def key_op(
+        self,
+        eqn: jcore.JaxprEqn,
+        invals: list[SSAValue],
+        ops: list[Operation],
+        literals: dict[Any, SSAValue],
+        loc: Attribute | None,
+    ) -> list[SSAValue]:
+        """A key primitive on key data (see `partir.frontend.random`)."""
+        name = eqn.primitive.name
+        if name == "random_wrap":
+            return [self.wrap(invals[0], _result_types(eqn)[0], ops, loc)]
+        if name == "random_unwrap":
+            return [self.unwrap(invals[0], ops, loc)]
+        if name in keys.IDENTITY:
+            return list(invals)
+        if name == "iota_2x32_shape":
+            shape = tuple(eqn.params["shape"])
+            if not keys.has_local_counters(shape):  # kept: replicated, see the rules
+                register_primitive(eqn.primitive)
+                op = ir.PrimOp(name, [], _result_types(eqn), encode_params(name, eqn.params), loc)
+                ops.append(op)
+                return list(op.outs)
+            counters = keys.counters_jaxpr(shape)
+            return self.expansion(counters, [], ops, literals, loc)
+        result_types = _result_types(eqn)  # an unsupported key impl fails here
+        in_avals = [v.aval for v in eqn.invars]
+        args = list(invals)
+        if name != "random_seed":
+            keys.key_dtype_name(in_avals[0])
+            args[0] = self.unwrap(invals[0], ops, loc)
+        closed = keys.physical_jaxpr(name, dict(eqn.params), in_avals)
+        outs = self.expansion(closed, args, ops, literals, loc)
+        if name in keys.KEY_RESULTS:
+            return [self.wrap(outs[0], result_types[0], ops, loc)]
+        return outs
+
+    def expansion(
+        self,
+        closed: Any,
+        args: list[SSAValue],
+        ops: list[Operation],
+        literals: dict[Any, SSAValue],
+        loc: Attribute | None,
+    ) -> list[SSAValue]:
+        """Convert partir's own jaxpr for one user equation; its ops take that one's `loc`."""
+        self.pinned.append(loc)
+        try:
+            return self.convert(closed.jaxpr, closed.consts, args, ops, literals, loc)
+        finally:
+            self.pinned.pop()
 
     def region(self, closed: Any, loc: Attribute | None) -> Region:
         """A single-block region holding a (closed) jaxpr, its inputs as block arguments."""
@@ -180,7 +328,7 @@ class _Converter:
         regions = [self.region(b, loc) for b in bodies]
         op = ir.REGION_OPS[name](
             invals,
-            [_tensor_type(v.aval) for v in eqn.outvars],
+            _result_types(eqn),
             regions,
             encode_params(name, eqn.params, skip=frozenset(keys)),
             loc,
@@ -199,7 +347,10 @@ def _key_name(key: Any) -> str:
 def argument_paths(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[list[str], Any]:
-    """The `/`-joined path of every input leaf, starting with the argument's name."""
+    """The `/`-joined path of every input leaf, starting with the argument's name.
+
+    A `/` or `\\` inside a key is escaped (`partir.ir.paths`), so distinct leaves always get
+    distinct paths."""
     import inspect
 
     import jax
@@ -220,8 +371,8 @@ def argument_paths(
             i = int(_key_name(first))
             head = positional[i] if i < len(positional) else f"args/{i}"
         else:
-            head = _key_name(first)
-        paths.append("/".join([head, *(_key_name(k) for k in rest)]))
+            head = escape_key(_key_name(first))
+        paths.append("/".join([head, *(escape_key(_key_name(k)) for k in rest)]))
     return paths, tree
 
 
@@ -230,7 +381,8 @@ def output_paths(out_shape: Any) -> tuple[list[str], Any]:
     import jax
 
     leaves, tree = jax.tree_util.tree_flatten_with_path(out_shape)
-    return ["/".join(["out", *(_key_name(k) for k in keypath)]) for keypath, _ in leaves], tree
+    paths = ["/".join(["out", *(escape_key(_key_name(k)) for k in kp)]) for kp, _ in leaves]
+    return paths, tree
 
 
 def _path_attrs(paths: Sequence[str]) -> ArrayAttr[DictionaryAttr]:
@@ -245,19 +397,42 @@ def jaxpr_to_module(
         return _build_module(closed, name, in_paths, out_paths)
 
 
+def _erase_unused_key_casts(block: Block) -> None:
+    """Drop `random_wrap`/`random_unwrap` ops nobody uses: a key primitive's expansion
+    reads the data its operand was wrapped from, which leaves the user's cast unused."""
+    casts = [
+        op
+        for op in block.walk()
+        if isinstance(op, ir.PrimOp) and op.primitive_name in ("random_wrap", "random_unwrap")
+    ]
+    for op in reversed(casts):  # users after producers: erase the later casts first
+        if not any(result.uses for result in op.results):
+            op.detach()
+            op.erase()
+
+
+def _input_type(aval: Any, path: str) -> Attribute:
+    """The IR type of an input leaf; an unsupported one is named by its argument path."""
+    try:
+        return _tensor_type(aval)
+    except ir.UnsupportedDtypeError as e:
+        raise ir.UnsupportedDtypeError(f"input {path!r}: {e}") from None
+
+
 def _build_module(
     closed: jcore.ClosedJaxpr, name: str, in_paths: Sequence[str], out_paths: Sequence[str]
 ):
     from xdsl.dialects.builtin import ModuleOp
 
     jaxpr = closed.jaxpr
-    in_types = [_tensor_type(v.aval) for v in jaxpr.invars]
+    in_types = [_input_type(v.aval, path) for v, path in zip(jaxpr.invars, in_paths, strict=True)]
     out_types = [_tensor_type(v.aval) for v in jaxpr.outvars]
     block = Block(arg_types=in_types)
     ops: list[Operation] = []
     outs = _Converter().convert(jaxpr, closed.consts, block.args, ops, {})
     ops.append(func.ReturnOp(*outs))
     block.add_ops(ops)
+    _erase_unused_key_casts(block)
     fn = func.FuncOp(
         name,
         (in_types, out_types),

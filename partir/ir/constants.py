@@ -16,6 +16,7 @@ _NUMPY = {
     "float32": np.float32, "float64": np.float64, "float16": np.float16, "int8": np.int8,
     "int16": np.int16, "int32": np.int32, "int64": np.int64, "uint8": np.uint8,
     "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64, "bool": np.bool_,
+    "complex64": np.complex64, "complex128": np.complex128,
 }  # fmt: skip
 MAX_LISTED = 16
 """Tensors with more elements than this (and not uniform) print as hex bytes."""
@@ -68,8 +69,11 @@ def format_constant(raw: bytes, dtype: str, numel: int) -> str:
     """The text of a constant's value: ``-inf``, ``[1.0, 2.0]``, ``splat 0.0`` or ``"0x..."``.
 
     Values print as numbers only when that is bit-exact; a NaN with a sign or payload
-    prints the whole constant as hex bytes.
+    prints the whole constant as hex bytes, and so does every complex constant (its bytes
+    are the exact form; a pair of floats per element would need a syntax of its own).
     """
+    if dtype.startswith("complex"):
+        return '"0x' + raw.hex().upper() + '"'
     values = _as_numbers(raw, dtype)
     if _odd_nan(raw, dtype, values):
         return '"0x' + raw.hex().upper() + '"'

@@ -37,6 +37,7 @@ from partir.ir.attrs import MeshAttr, ShardingAttr
 from partir.ir.constants import constant_bytes, format_constant
 from partir.ir.dtypes import dtype_of, shape_of
 from partir.ir.params import ParamsAttr, format_params, parse_params
+from partir.ir.types import KeyType
 
 COMPACT: contextvars.ContextVar[bool] = contextvars.ContextVar("partir_compact", default=False)
 """While True, ops print `[...]` in place of their parameters (readable, not parseable)."""
@@ -431,6 +432,6 @@ def entry_block(region: Region) -> Block:
 Partir = Dialect(
     "partir",
     [PrimOp, ConstantOp, YieldOp, ScanOp, WhileOp, CondOp, RematOp],
-    [ParamsAttr, ConstantValueAttr, MeshAttr, ShardingAttr],
+    [ParamsAttr, ConstantValueAttr, MeshAttr, ShardingAttr, KeyType],
 )
 """The global-view dialect."""

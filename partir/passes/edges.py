@@ -49,11 +49,18 @@ def location_of(op: Operation | None) -> str:
         return "unknown"
     loc = op.location
     if isinstance(loc, NameLoc) and isinstance(loc.location, FileLineColLoc):
-        inner = loc.location
-        return f"{inner.filename.data}:{inner.line.data} ({loc.desc.data})"
+        return f"{_file_line(loc.location)} ({loc.desc.data})"
     if isinstance(loc, FileLineColLoc):
-        return f"{loc.filename.data}:{loc.line.data}"
+        return _file_line(loc)
     return "unknown"
+
+
+def _file_line(loc: FileLineColLoc) -> str:
+    # a notebook cell reads as IPython's own tracebacks do: "In [3], line 2"
+    name = loc.filename.data
+    if name.startswith("In ["):
+        return f"{name}, line {loc.line.data}"
+    return f"{name}:{loc.line.data}"
 
 
 def identity_rule(

@@ -480,6 +480,16 @@ def localize_params(
     return tuple(params.items())
 
 
+def _result_path(fn: func.FuncOp, k: int) -> str | None:
+    """The `partir.path` of result `k` of `fn` (``out/2``), if it has one."""
+    attrs = fn.res_attrs.data if fn.res_attrs is not None else ()
+    if k < len(attrs):
+        path = attrs[k].data.get("partir.path")
+        if isinstance(path, StringAttr):
+            return path.data
+    return None
+
+
 def lower_to_spmd(
     prop: Propagator,
     input_layouts: Sequence[Layout],
@@ -510,8 +520,14 @@ def lower_to_spmd(
     }
     outs = lowering.lower_block(src_block, block, env)
     results = []
+    sources = list(src_block.last_op.operands) if src_block.last_op else []
     for k, ((v, lay), want) in enumerate(zip(outs, output_layouts, strict=True)):
-        results.append(lowering.reshard(v, lay, want, block, f"output {k}"))
+        # named by its path and blamed on the line that made it (a loss reduced over the
+        # batch axis is "out/2" at the loss's line, not "output 2" at no line)
+        producer = sources[k].owner if k < len(sources) else None
+        loc = producer.location if isinstance(producer, Operation) else None
+        why = _result_path(src_fn, k) or f"output {k}"
+        results.append(lowering.reshard(v, lay, want, block, why, loc))
     block.add_op(func.ReturnOp(*results))
     fn = func.FuncOp(
         src_fn.sym_name.data,

@@ -227,7 +227,7 @@ RULES: dict[str, RuleFn] = {}
 
 NO_RULE_PRIMITIVES: frozenset[str] = frozenset({
     "pure_callback", "io_callback", "rng_bit_generator", "rng_uniform", "random_bits",
-    "random_seed", "random_wrap", "random_unwrap", "random_fold_in", "random_split", "threefry2x32",
+    "random_seed", "random_fold_in", "random_split",
 })  # fmt: skip
 """Primitives deliberately without a rule: a barrier, silently (their operands are used replicated)."""
 

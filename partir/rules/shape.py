@@ -1,4 +1,5 @@
-"""Sharding rules of shape and data-movement primitives (broadcast, reshape, slices, ...)."""
+"""Sharding rules of shape and data-movement primitives (broadcast, reshape, slices, stack,
+...)."""
 
 from __future__ import annotations
 
@@ -245,4 +246,39 @@ def transpose_rule(op: ir.PrimOp) -> OpRule:
     b = RuleBuilder([x], [out])
     for d, size in enumerate(x):
         b.factor(size, operands=[(0, d)], results=[(0, permutation.index(d))])
+    return b.build()
+
+
+@register_rule("stack")
+def stack_rule(op: ir.PrimOp) -> OpRule:
+    """Each operand dim passes through to its result dim, shared by every operand; the new
+    `axis` of the result is a result-only replicated factor. (`random_split` stacks the two
+    words of each new key.)"""
+    operand_shapes, (out,) = shapes(op)
+    axis = op.params["axis"] % len(out)
+    b = RuleBuilder(operand_shapes, [out])
+    operands = range(len(operand_shapes))
+    for r, size in enumerate(out):
+        if r == axis:
+            b.factor(size, results=[(0, r)], kind=FactorKind.REPLICATE)
+        else:
+            d = r if r < axis else r - 1
+            b.factor(size, operands=[(i, d) for i in operands], results=[(0, r)])
+    return b.build()
+
+
+@register_rule("unstack")
+def unstack_rule(op: ir.PrimOp) -> OpRule:
+    """The unstacked `axis` is an operand-only replicated factor; every other operand dim
+    passes through to its dim of every result. (`k1, k2 = jax.random.split(key)`.)"""
+    (x,), result_shapes = shapes(op)
+    axis = op.params["axis"] % len(x)
+    b = RuleBuilder([x], result_shapes)
+    results = range(len(result_shapes))
+    for d, size in enumerate(x):
+        if d == axis:
+            b.factor(size, operands=[(0, d)], kind=FactorKind.REPLICATE)
+        else:
+            r = d if d < axis else d - 1
+            b.factor(size, operands=[(0, d)], results=[(j, r) for j in results])
     return b.build()

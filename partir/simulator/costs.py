@@ -251,6 +251,17 @@ for _name in (
 # exp2(x) lowers to exp(x * ln 2); XLA's CPU pipeline expands logistic to 1 / (1 + exp(-x)).
 COSTS["exp2"] = _elementwise(1.0, 1.0)
 COSTS["logistic"] = _elementwise(3.0, 1.0)
+# jax >= 0.12: log2(x) lowers to log(x) times a constant; one_minus_square(x) to
+# (1 + x) * (1 - x) [M].
+COSTS["log2"] = _elementwise(1.0, 1.0)
+COSTS["one_minus_square"] = _elementwise(3.0)
+
+
+@cost("polynomial")
+def _polynomial(sig: Signature) -> OpCost:
+    # Horner's rule: a multiply and an add per coefficient after the first [M].
+    terms = max(len(sig.in_dtypes) - 2, 0)
+    return OpCost(2.0 * terms * sig.out_elements, 0.0, _default_bytes(sig))
 
 
 @cost("convert_element_type")
@@ -465,6 +476,35 @@ def _rng(sig: Signature) -> OpCost:
     return OpCost(0.0, float(sum(math.prod(s) for s in sig.out_shapes)), _default_bytes(sig))
 
 
-# Key plumbing moves data only; threefry2x32 (many integer ops) is left unknown [M].
-for _name in ("random_seed", "random_wrap", "random_unwrap", "random_fold_in", "random_split"):
+# Key plumbing moves data only (the frontend expands seed, split and fold_in into
+# threefry2x32 and shape ops, so these appear only in hand-written IR).
+for _name in ("random_seed", "random_fold_in", "random_split"):
     COSTS[_name] = _movement
+
+
+@cost("random_wrap", "random_unwrap")
+def _key_cast(sig: Signature) -> OpCost:
+    # a key array and its uint32 data are one buffer: JAX lowers both casts to nothing
+    return OpCost()
+
+
+THREEFRY_OPS_PER_ELEMENT = 117.0
+"""Integer ops per result element of `threefry2x32`: 2 key additions, 20 rounds of add,
+rotate (shift, shift, or) and xor, and 5 key injections of 3 adds (JAX's unrolled lowering)."""
+
+
+@cost("threefry2x32")
+def _threefry2x32(sig: Signature) -> OpCost:
+    # HloCostAnalysis counts each integer elementwise op as one flop per element [M]
+    return OpCost(THREEFRY_OPS_PER_ELEMENT * sig.out_elements, 0.0, _default_bytes(sig))
+
+
+@cost("fft")
+def _fft(sig: Signature) -> OpCost:
+    # HloCostAnalysis::HandleFft: 2 flops per FMA x 4 FMAs per complex multiply x the
+    # product of log2 of each transformed length x the operand's elements (fitted exactly
+    # against cost_analysis() for FFT, RFFT and IRFFT) [M].
+    logs = 1
+    for n in sig.param("fft_lengths", ()):
+        logs *= max(int(n).bit_length() - 1, 0)
+    return OpCost(8.0 * logs * math.prod(sig.in_shapes[0]), 0.0, _default_bytes(sig))

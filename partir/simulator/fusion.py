@@ -46,7 +46,8 @@ _ELEMENTWISE = frozenset(
     "eq ne lt le gt ge clamp is_finite shift_left shift_right_logical shift_right_arithmetic "
     "population_count clz real imag conj complex square copysign exp log log1p expm1 tanh sqrt "
     "rsqrt cbrt pow sin cos tan atan2 erf erfc erf_inv acosh asinh atanh acos asin atan sinh "
-    "cosh exp2 logistic convert_element_type select_n integer_pow".split()
+    "cosh exp2 logistic convert_element_type select_n integer_pow log2 one_minus_square "
+    "polynomial".split()
 )
 _MOVEMENT = frozenset(
     "broadcast_in_dim reshape squeeze expand_dims transpose rev concatenate pad slice "
@@ -62,7 +63,7 @@ LOOP_FUSIBLE = _ELEMENTWISE | _MOVEMENT | _REDUCTIONS
 EXPENSIVE = (
     frozenset(
         "div rem exp log log1p expm1 tanh logistic sqrt rsqrt cbrt pow atan2 erf erfc erf_inv "
-        "acosh asinh atanh acos asin atan cosh exp2 gather".split()
+        "acosh asinh atanh acos asin atan cosh exp2 log2 gather".split()
     )
     | _REDUCTIONS
 )

@@ -32,7 +32,8 @@ class Link:
 
     Attributes:
       kind: ``"ici"`` (TPU torus), ``"nvlink"`` (GPU NVSwitch domain), ``"infiniband"``
-        (GPU across nodes), ``"dcn"`` (TPU across slices/hosts) or ``"loopback"`` (CPU).
+        (GPU across nodes), ``"dcn"`` (TPU across slices/hosts), ``"loopback"`` (CPU) or
+        ``"ethernet"`` (CPU hosts to one another).
       bandwidth_bytes_per_s: one direction. For a torus (`switched` False), per physical
         link; for a switched fabric, what one device can inject.
       latency_s: per ring step / torus hop.
@@ -400,6 +401,12 @@ _register(
     )
 )
 
+# CPU hosts to one another (what-if plans of several CPU hosts, and `jax.distributed` meshes
+# spanning processes): [M] 10 GbE, 1.25e9 B/s, 50 us per ring step (TCP through the kernel,
+# gloo's transport); not measured by `partir calibrate`, which runs on one host.
+CPU_ETHERNET = Link("ethernet", 1.25e9, 5e-5, efficiency=0.8, switched=True)
+"""The link between CPU hosts, for CPU profiles (a calibrated one) that name none."""
+
 # The emulated CPU mesh: [M] conservative guesses for one of 8 devices sharing one host,
 # meant to be replaced by `partir calibrate`. No efficiency steps: calibration measures them.
 DEFAULT_CPU = Hardware(
@@ -409,7 +416,7 @@ DEFAULT_CPU = Hardware(
     peak_f32_flops_per_s=2e10,
     hbm_bandwidth_bytes_per_s=5e9,
     memory_bytes=8 * GiB,
-    links=(Link("loopback", 5e9, 1e-5, switched=True),),
+    links=(Link("loopback", 5e9, 1e-5, switched=True), CPU_ETHERNET),
     devices_per_node=8,
     fast_domain_devices=8,
     compute_efficiency=((0.0, 1.0),),

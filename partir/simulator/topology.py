@@ -9,7 +9,15 @@ A mesh axis is one ring of devices on one kind of `Link`:
 - GPU: the innermost axes whose product fits in one node (`devices_per_node`, 8) are on
   NVLink (NVSwitch: switched, no wraparound question); the outer axes are on InfiniBand. An
   axis that straddles the node boundary runs at InfiniBand speed.
-- CPU: every axis on ``loopback`` (shared memory).
+- CPU: every axis on ``loopback`` (shared memory), and an axis that crosses hosts on
+  ``ethernet``.
+
+Hosts: the innermost axes whose product fits in one host (`Hardware.devices_per_node`, or
+``devices_per_host`` for a what-if) stay on it; an axis beyond crosses hosts
+(`AxisLink.crosses_hosts`). On a GPU such an axis is on InfiniBand, on a CPU on
+``ethernet``; on a TPU it stays on ICI while it fits in the pod (ICI spans hosts). A real
+multi-process mesh names its crossing axes itself (``cross_host_axes``, read from which
+process owns each device). On a CPU, hosts are only considered when named that way.
 
 Each mesh axis is assumed to be one physical ring (one torus dimension); a mesh axis that spans
 several torus dimensions, or several mesh axes that share one, are not modelled. Override the
@@ -18,11 +26,12 @@ default with `Topology.from_kinds` or by passing `AxisLink`s.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from partir import ir
-from partir.simulator.hardware import Hardware, Link, SimulatorError
+from partir.simulator.hardware import CPU_ETHERNET, Hardware, Link, SimulatorError
 
 MeshLike = ir.MeshAttr | Mapping[str, int] | Iterable[tuple[str, int]]
 """A mesh: a `partir.ir.MeshAttr`, a ``{axis: size}`` mapping, or ``(axis, size)`` pairs,
@@ -51,12 +60,14 @@ class AxisLink:
       size: devices along the axis.
       link: the `Link` it runs over.
       wraparound: for a torus link, whether the ring is closed (a switched link ignores it).
+      crosses_hosts: whether the axis's devices are on more than one host (process).
     """
 
     axis: str
     size: int
     link: Link
     wraparound: bool = True
+    crosses_hosts: bool = False
 
     @property
     def closed_ring(self) -> bool:
@@ -86,31 +97,45 @@ class Topology:
         parts = []
         for a in self.axes:
             wrap = "" if a.link.switched else (" wraparound" if a.closed_ring else " no-wrap")
-            parts.append(f"{a.axis}={a.size}: {a.link.kind}{wrap}")
+            hosts = " cross-host" if a.crosses_hosts else ""
+            parts.append(f"{a.axis}={a.size}: {a.link.kind}{wrap}{hosts}")
         return ", ".join(parts)
 
     @staticmethod
-    def default(hardware: Hardware, mesh: MeshLike) -> Topology:
+    def default(
+        hardware: Hardware,
+        mesh: MeshLike,
+        *,
+        devices_per_host: int | None = None,
+        cross_host_axes: Iterable[str] | None = None,
+    ) -> Topology:
         """The default mapping of `mesh`'s axes onto `hardware`'s links (see the module doc).
 
         Args:
           hardware: the device profile.
           mesh: the device mesh (`MeshLike`), major to minor.
+          devices_per_host: devices on one host, for a what-if; default the profile's
+            `devices_per_node` (on a CPU: one host, unless given).
+          cross_host_axes: the axes that cross hosts, when the mesh's devices say so (a
+            `jax.distributed` mesh); overrides `devices_per_host`.
         """
         axes = mesh_axes(mesh)
+        if devices_per_host is not None and devices_per_host < 1:
+            raise SimulatorError(f"devices_per_host must be at least 1, got: {devices_per_host}")
+        crossing = _crossing(hardware, axes, devices_per_host, cross_host_axes)
         kinds: dict[str, str] = {}
         if hardware.kind == "tpu":
-            fast, slow, limit = "ici", "dcn", hardware.fast_domain_devices
+            span = 1
+            for axis, size in reversed(axes):
+                span *= size
+                kinds[axis] = "ici" if span <= hardware.fast_domain_devices else "dcn"
         elif hardware.kind == "gpu":
-            fast, slow, limit = "nvlink", "infiniband", hardware.devices_per_node
+            for axis, _ in axes:
+                kinds[axis] = "infiniband" if axis in crossing else "nvlink"
         else:
-            kinds = {a: hardware.links[0].kind for a, _ in axes}
-            return Topology.from_kinds(hardware, axes, kinds)
-        span = 1
-        for axis, size in reversed(axes):
-            span *= size
-            kinds[axis] = fast if span <= limit else slow
-        return Topology.from_kinds(hardware, axes, kinds)
+            kinds = {axis: hardware.links[0].kind for axis, _ in axes}
+        topo = Topology.from_kinds(hardware, axes, kinds)
+        return Topology(tuple(_mark_host(hardware, a, a.axis in crossing) for a in topo.axes))
 
     @staticmethod
     def from_kinds(
@@ -150,6 +175,43 @@ class Topology:
                 wrap = size <= 2 or size % hardware.wraparound_multiple == 0
             out.append(AxisLink(axis, size, hardware.link(kind), wrap))
         return Topology(tuple(out))
+
+
+def _mark_host(hardware: Hardware, axis: AxisLink, crosses: bool) -> AxisLink:
+    """`axis` flagged as crossing hosts or not; a crossing CPU axis goes on ethernet
+    (the profile's, or `CPU_ETHERNET` for a calibrated profile, which measures one host)."""
+    if crosses and hardware.kind == "cpu":
+        names = {link.kind for link in hardware.links}
+        link = hardware.link("ethernet") if "ethernet" in names else CPU_ETHERNET
+        return dataclasses.replace(axis, link=link, crosses_hosts=True)
+    return dataclasses.replace(axis, crosses_hosts=crosses)
+
+
+def _crossing(
+    hardware: Hardware,
+    axes: tuple[tuple[str, int], ...],
+    devices_per_host: int | None,
+    cross_host_axes: Iterable[str] | None,
+) -> frozenset[str]:
+    """The axes that cross hosts: named, or the axes beyond the innermost ones whose
+    product fits in one host (an axis straddling the boundary crosses)."""
+    if cross_host_axes is not None:
+        named = frozenset(cross_host_axes)
+        unknown = named - {a for a, _ in axes}
+        if unknown:
+            raise SimulatorError(
+                f"cross_host_axes names {sorted(unknown)}, not axes of the mesh {dict(axes)}"
+            )
+        return named
+    if devices_per_host is None and hardware.kind == "cpu":
+        return frozenset()
+    per_host = devices_per_host if devices_per_host is not None else hardware.devices_per_node
+    out, span = set(), 1
+    for axis, size in reversed(axes):
+        span *= size
+        if span > per_host and size > 1:
+            out.add(axis)
+    return frozenset(out)
 
 
 def resolve_topology(

@@ -83,7 +83,9 @@ class AutomaticPartition:
       budget: None for the default (a number of simulated candidates that grows with
         the decision space; deterministic), seconds as a number, or a mapping
         with ``"evaluations"`` and/or ``"seconds"``. A seconds limit that binds makes
-        the result depend on the machine's speed.
+        the result depend on the machine's speed, so under `jax.distributed` processes
+        may stop at different candidates (partitioning then raises
+        `PlanMismatchError`): use evaluations there.
       seed: fixes the order the search tries groups in; the same seed gives the same
         result.
       hardware: the judge's profile name (``"tpu-v5p"``, ``"h100"``, ...) or a

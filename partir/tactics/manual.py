@@ -16,6 +16,7 @@ from partir.errors import (
     TacticError,
     UnknownAxisError,
 )
+from partir.ir.paths import root_of
 from partir.passes.propagate import Conflict, Propagator
 from partir.tactics.selectors import select
 
@@ -187,15 +188,17 @@ class ManualPartition:
             )
         shape = ir.shape_of(value.type)
         rank = len(shape)
+        if rank == 0:
+            raise DimensionError(
+                f"{self!r} cannot shard {path} ({_shape_text(value)}) on dim {dim}: it is a "
+                f"scalar, with no dimension to split. Narrow the selector {selector!r} so it "
+                "leaves scalars out, or pin it with partir.REPLICATED."
+            )
         if not -rank <= dim < rank:
             raise DimensionError(
                 f"{self!r} cannot shard {path} ({_shape_text(value)}) on dim {dim}: it has rank "
                 f"{rank}, so dims run from {-rank} to {rank - 1}. Pick a dim in that range"
-                + (
-                    " or narrow the selector."
-                    if rank
-                    else "; a scalar cannot be sharded, narrow the selector."
-                )
+                " or narrow the selector."
             )
         dim %= rank
         if self.axis in ctx.propagator.axes_of(value):
@@ -217,9 +220,9 @@ def _dim_text(dim: int | None) -> str:
 
 
 def _no_match_message(tactic: ManualPartition, selector: str, paths: Sequence[str]) -> str:
-    roots = sorted({p.split("/")[0] for p in paths})
-    head = selector.strip("/").split("/")[0]
-    near = [p for p in paths if p.split("/")[0] == head][:5]
+    roots = sorted({root_of(p) for p in paths})
+    head = root_of(selector)
+    near = [p for p in paths if root_of(p) == head][:5]
     hint = (
         f" Inputs under {head!r} include: {', '.join(near)}."
         if near

@@ -49,6 +49,11 @@ class GPTConfig:
       dtype: dtype name of params and activations; the loss is computed in float32.
       remat: recompute each block's activations in the backward pass (`jax.checkpoint`
         per block): only block inputs are kept, as large-model training does.
+      dropout: drop probability on the attention probabilities and on each block's MLP
+        output. Above 0 the step takes a PRNG key after the batch,
+        ``fn(params, opt_state, batch, key)``, split into one key per layer (and per layer
+        into one for attention, one for the MLP); at 0 (the default) the step and its
+        program are exactly those of a model without dropout.
     """
 
     layers: int = 2
@@ -60,6 +65,7 @@ class GPTConfig:
     d_ff: int = 128
     dtype: str = "float32"
     remat: bool = False
+    dropout: float = 0.0
 
 
 def _gpt_spec(c: GPTConfig) -> tuple[dict, dict]:
@@ -97,29 +103,58 @@ def _gpt_post(args: tuple[dict, dict], stacked: bool) -> tuple[dict, dict]:
     return params, {"tokens": stream[:, :-1], "targets": stream[:, 1:]}
 
 
-def _gpt_block(x: jax.Array, blk: dict, heads: int) -> jax.Array:
+def _dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+    """Inverted dropout: zero each element with probability `rate`, scale the rest up."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+def _gpt_block(
+    x: jax.Array, blk: dict, heads: int, dropout: float = 0.0, key: jax.Array | None = None
+) -> jax.Array:
     b, s, d = x.shape
     dh = d // heads
+    if dropout:
+        assert key is not None, "a block with dropout needs a key"
+        attn_key, mlp_key = jax.random.split(key)
     h = _layer_norm(x, blk["ln1"])
     q, k, v = ((h @ blk["attn"][name]).reshape(b, s, heads, dh) for name in "qkv")
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dh)
     causal = jnp.tril(jnp.ones((s, s), dtype=bool))
     scores = jnp.where(causal, scores, jnp.asarray(-1e9, scores.dtype))
-    attn = jnp.einsum("bhqk,bkhd->bqhd", _softmax(scores), v).reshape(b, s, d)
+    probs = _softmax(scores)
+    if dropout:
+        probs = _dropout(probs, dropout, attn_key)
+    attn = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, s, d)
     x = x + attn @ blk["attn"]["o"]
     h = _layer_norm(x, blk["ln2"])
     h = _gelu(h @ blk["mlp"]["w_in"] + blk["mlp"]["b_in"])
+    if dropout:
+        return x + _dropout(h @ blk["mlp"]["w_out"] + blk["mlp"]["b_out"], dropout, mlp_key)
     return x + h @ blk["mlp"]["w_out"] + blk["mlp"]["b_out"]
 
 
-def _gpt_loss(params: dict, batch: dict, c: GPTConfig, *, stacked: bool) -> jax.Array:
+def _gpt_loss(
+    params: dict, batch: dict, c: GPTConfig, key: jax.Array | None = None, *, stacked: bool
+) -> jax.Array:
     tokens = batch["tokens"]
     x = params["embed"]["tokens"][tokens]  # gather; its gradient is a scatter-add
     x = x + params["embed"]["positions"][None, : tokens.shape[1]]
-    block: Callable[..., jax.Array] = functools.partial(_gpt_block, heads=c.heads)
+    block: Callable[..., jax.Array] = functools.partial(
+        _gpt_block, heads=c.heads, dropout=c.dropout
+    )
     if c.remat:
         block = jax.checkpoint(block)
-    if stacked:
+    if c.dropout:
+        assert key is not None, "GPT with dropout needs a key"
+        layer_keys = jax.random.split(key, c.layers)  # one key per layer
+        if stacked:
+            step = lambda h, xs: (block(h, xs[0], key=xs[1]), None)  # noqa: E731
+            x, _ = jax.lax.scan(step, x, (params["blocks"], layer_keys))
+        else:
+            for i, blk in enumerate(params["blocks"]):
+                x = block(x, blk, key=layer_keys[i])
+    elif stacked:
         x, _ = jax.lax.scan(lambda h, blk: (block(h, blk), None), x, params["blocks"])
     else:
         for blk in params["blocks"]:
@@ -134,6 +169,8 @@ def _gpt_builder(name: str, stacked: bool, abstract: bool, seed: int, overrides:
     c = _make_config(GPTConfig, overrides)
     if c.d_model % c.heads:
         raise ValueError(f"GPTConfig.d_model={c.d_model} is not divisible by heads={c.heads}")
+    if not 0.0 <= c.dropout < 1.0:
+        raise ValueError(f"GPTConfig.dropout={c.dropout} must be in [0, 1)")
     return _build(
         name,
         c,
@@ -141,7 +178,8 @@ def _gpt_builder(name: str, stacked: bool, abstract: bool, seed: int, overrides:
         seed=seed,
         spec=_gpt_spec(c),
         post=functools.partial(_gpt_post, stacked=stacked),
-        loss_fn=lambda p, b, cfg: _gpt_loss(p, b, cfg, stacked=stacked),
+        loss_fn=functools.partial(_gpt_loss, stacked=stacked),
+        takes_key=bool(c.dropout),
     )
 
 
@@ -162,6 +200,8 @@ def gpt(*, abstract: bool = False, seed: int = 0, **overrides: Any) -> Model:
          "head": [d, vocab]}
 
     batch: ``{"tokens": int32[B, S], "targets": int32[B, S]}``, values in ``[0, vocab)``.
+    With ``dropout > 0`` the step is ``fn(params, opt_state, batch, key)`` and ``args`` ends
+    with a ``jax.random.key`` (see `GPTConfig.dropout`).
 
     Args: ``abstract``, ``seed`` and `GPTConfig` overrides, as in `get`.
     """

@@ -31,9 +31,11 @@ class Model:
     Attributes:
       name: the registry name (``"gpt"``, ...).
       fn: the training step ``(params, opt_state, batch) -> (new_params, new_opt_state, loss)``,
-        pure and not jitted.
-      args: ``(params, opt_state, batch)``: real jax arrays, or `jax.ShapeDtypeStruct` leaves
-        when the model was built with ``abstract=True``.
+        pure and not jitted; a model that draws random numbers (``gpt`` with ``dropout > 0``)
+        takes a PRNG key too: ``(params, opt_state, batch, key)``.
+      args: ``(params, opt_state, batch)`` (and ``key``, a `jax.random.key`, where ``fn``
+        takes one): real jax arrays, or `jax.ShapeDtypeStruct` leaves when the model was
+        built with ``abstract=True``.
       config: the frozen config dataclass the model was built from.
     """
 
@@ -186,31 +188,47 @@ def _build(
     abstract: bool,
     seed: int,
     spec: tuple[Any, Any],
-    loss_fn: Callable[[Any, Any, Any], jax.Array],
+    loss_fn: Callable[..., jax.Array],
     post: Callable[[tuple[Any, Any]], tuple[Any, Any]] = lambda args: args,
+    takes_key: bool = False,
 ) -> Model:
-    # spec: (params, batch) pytrees of _Init leaves; post rearranges them (e.g. stacks layers)
+    # spec: (params, batch) pytrees of _Init leaves; post rearranges them (e.g. stacks layers).
+    # takes_key: the step takes a PRNG key after the batch, passed on as loss_fn's 4th arg.
     optimizer = make_optimizer()
     if abstract:
         shapes = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), spec)
         params, batch = jax.eval_shape(post, shapes)
         opt_state = jax.eval_shape(lambda p: warm_state(optimizer.init(p)), params)
+        key = jax.eval_shape(lambda: _step_key(seed))
     else:
         params, batch = jax.device_put(post(_materialize(spec, seed)))
         opt_state = warm_state(optimizer.init(params))
+        key = _step_key(seed)
 
     def train_step(params, opt_state, batch):
         loss, grads = jax.value_and_grad(loss_fn)(params, batch, config)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_opt_state, loss
 
-    train_step.__name__ = train_step.__qualname__ = f"{name}_train_step"
-    train_step.__doc__ = (
+    def random_train_step(params, opt_state, batch, key):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, config, key)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_opt_state, loss
+
+    step = random_train_step if takes_key else train_step
+    step.__name__ = step.__qualname__ = f"{name}_train_step"
+    step.__doc__ = (
         f"One adamw training step of the {name!r} model ({config}).\n\n"
-        "Args: params, opt_state, batch (the pytrees of `Model.args`).\n"
+        f"Args: params, opt_state, batch{', key' if takes_key else ''} (as in `Model.args`).\n"
         "Returns: (new_params, new_opt_state, loss), loss of the input params."
     )
-    return Model(name=name, fn=train_step, args=(params, opt_state, batch), config=config)
+    args = (params, opt_state, batch, key) if takes_key else (params, opt_state, batch)
+    return Model(name=name, fn=step, args=args, config=config)
+
+
+def _step_key(seed: int) -> jax.Array:
+    # the step's own key (dropout), apart from the keys _materialize draws the inputs with
+    return jax.random.fold_in(jax.random.key(seed), 1)
 
 
 def _dtype(config: Any) -> jnp.dtype:

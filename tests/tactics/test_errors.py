@@ -152,3 +152,112 @@ def test_every_error_is_a_partir_error():
         UnknownAxisError,
     ):
         assert issubclass(cls, PartIRError)
+
+
+# -- calling, meshes and paths (partir behaves like a jax.jit that plans) -----------------
+
+
+def test_calling_with_shape_dtype_structs_says_to_plan(mesh):
+    from partir.errors import AbstractInputError, ProgramError
+
+    part = partir.partition([partir.ManualPartition({"x": 0}, axis="batch")], mesh=mesh)(loss)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (PARAMS, X))
+    with pytest.raises(
+        AbstractInputError,
+        match=r"called with a jax\.ShapeDtypeStruct at params/w_in \(float32\[16, 30\]\).*"
+        r"call \.plan\(\.\.\.\) with the same arguments",
+    ):
+        part(*abstract)
+    assert issubclass(AbstractInputError, ProgramError)
+    part.plan(*abstract)  # planning from shapes is what they are for
+
+
+def test_mesh_given_as_sizes_only():
+    with pytest.raises(
+        MeshError,
+        match=r"partir\.partition\(mesh=\(4, 2\)\): a mesh needs axis names.*"
+        r"mesh=\{'batch': 4, 'model': 2\}.*jax\.make_mesh\(\(4, 2\), \('batch', 'model'\)\)",
+    ):
+        partir.partition([partir.ManualPartition({"x": 0}, axis="batch")], mesh=(4, 2))
+
+
+def test_mesh_sequence_entry_not_a_pair():
+    with pytest.raises(MeshError, match=r"entry 1 is 'model'; each entry .* \(name, size\) pair"):
+        partir.partition([], mesh=[("batch", 4), "model"])
+
+
+def test_sharding_of_a_path(mesh):
+    planned = plan([partir.ManualPartition({"x": 0}, axis="batch")], mesh)
+    assert planned.sharding_of("x") == jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec("batch")
+    )
+    assert planned.sharding_of("out") == planned.out_shardings
+    assert planned.sharding_of("params/w_in") == planned.in_shardings[0]["w_in"]
+
+
+def test_sharding_of_an_unknown_path_lists_near_ones(mesh):
+    planned = plan([partir.ManualPartition({"x": 0}, axis="batch")], mesh)
+    with pytest.raises(
+        SelectorError,
+        match=r"sharding_of\('params/w_inn'\): no input or output leaf has that path\. "
+        r"Near paths: params/w_in",
+    ):
+        planned.sharding_of("params/w_inn")
+
+
+def test_unhashable_static_argument(mesh):
+    from partir.errors import ProgramError
+
+    def f(x, opts):
+        return x * len(opts)
+
+    part = partir.partition([partir.ManualPartition({"x": 0}, axis="batch")], mesh=mesh,
+                            static_argnums=1)(f)  # fmt: skip
+    with pytest.raises(ProgramError, match=r"static arguments must be hashable.*argument 1: list"):
+        part(X, [1, 2])
+
+
+def test_argument_both_static_and_donated():
+    from partir.errors import ProgramError
+
+    with pytest.raises(ProgramError, match=r"argument\(s\) x are both static and donated"):
+        partir.partition([], static_argnums=1, donate_argnums=(0, 1))(loss)
+
+
+def test_a_scalar_input_says_it_is_a_scalar(mesh):
+    step = partir.partition([partir.ManualPartition({"x": 0}, axis="batch")], mesh=mesh)(
+        lambda x: x * 2
+    )
+    with pytest.raises(DimensionError, match=r"x \(f32\[\]\) on dim 0: it is a scalar") as info:
+        step.plan(jnp.float32(1.0))
+    assert "0 to -1" not in str(info.value)
+
+
+def test_float0_leaves_say_what_they_are(mesh):
+    import numpy as np
+
+    from partir.errors import UnsupportedDtypeError
+
+    step = partir.partition([partir.ManualPartition({"x": 0}, axis="batch")], mesh=mesh)(
+        lambda x, g: x * 2
+    )
+    with pytest.raises(UnsupportedDtypeError, match=r"input 'g'.*float0 is the tangent type") as e:
+        step.plan(X, np.zeros((8,), dtype=jax.dtypes.float0))
+    assert "PRNG" not in str(e.value)
+
+
+def test_a_parsed_program_called_with_pytrees_names_its_flat_inputs():
+    from partir.errors import ProgramError
+
+    def f(x, y):
+        return x + y["a"]
+
+    parsed = partir.parse(str(partir.trace(f, jnp.ones(4), {"a": jnp.ones(4)})))
+    run = parsed.to_jax()
+    with pytest.raises(ProgramError, match=r"takes its 2 input leaves flat.*paths: x, y/a"):
+        run(jnp.ones(4), {"a": jnp.ones(4)})
+    with pytest.raises(ProgramError, match=r"takes 2 input leaves \(x, y/a\); got 1"):
+        run(jnp.ones(4))
+    with pytest.raises(ProgramError, match=r"input y/a has shape \(3,\), but .* \(4,\)"):
+        run(jnp.ones(4), jnp.ones(3))
+    assert jnp.allclose(run(jnp.ones(4), jnp.ones(4))[0], 2.0)

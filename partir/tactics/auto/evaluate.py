@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from partir import ir
 from partir._gc import gc_paused
+from partir.ir.paths import split_path
 from partir.passes.lower_to_spmd import lower_to_spmd
 from partir.passes.optimize_collectives import optimize_collectives
 from partir.passes.propagate import Propagator
@@ -256,9 +257,9 @@ def compact_selectors(exact: Mapping[str, Dim], paths: list[str]) -> dict[str, D
         changed = False
         keys = list(out)
         for a_i, a in enumerate(keys):
-            pa = a.split("/")
+            pa = split_path(a)
             for b in keys[a_i + 1 :]:
-                pb = b.split("/")
+                pb = split_path(b)
                 if out[a] != out[b] or len(pa) != len(pb):
                     continue
                 diff = [k for k in range(len(pa)) if pa[k] != pb[k]]

@@ -1,0 +1,271 @@
+"""Every access partir makes to JAX's version-sensitive surface, in one place.
+
+partir reads jaxprs (primitive names and parameters) and binds primitives again, which ties
+it to parts of JAX that change between minor versions. Each function here names what it
+depends on, so moving to a new JAX means reading this module, not the whole tree. The rest
+of partir uses only JAX's stable public API (`jax.jit`, `jax.lax`, `jax.sharding`,
+`jax.shard_map`, `jax.tree_util`).
+
+Tested range: `SUPPORTED` (the `test-oldest` make target runs the fast subset on its lower
+end). Importing partir with a JAX outside it warns once. XLA's compiled-program text,
+which also moves with JAX, is read in one place too: `partir/backend/hlo.py`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+from jax.extend import core as jcore
+from jax.extend import source_info_util
+
+SUPPORTED = ("0.11.1", "0.13")
+"""The JAX versions partir is tested with: at least the first, below the second."""
+
+PRIMITIVES_SINCE: dict[str, str] = {
+    "log2": "0.12.0",
+    "one_minus_square": "0.12.0",  # the derivative of tanh, asin, acos, atanh
+    "polynomial": "0.12.0",
+}
+"""Primitives new within the supported range, and the first JAX that has them. Their rules
+and costs are registered on every version; older JAX never produces them."""
+
+# jax.extend.core: the jaxpr data structures the frontend walks.
+Jaxpr = jcore.Jaxpr
+ClosedJaxpr = jcore.ClosedJaxpr
+JaxprEqn = jcore.JaxprEqn
+Literal = jcore.Literal
+DropVar = jcore.DropVar
+Var = jcore.Var
+Primitive = jcore.Primitive
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def is_older_than(version: str, than: str) -> bool:
+    """Whether release `version` comes before release `than` (``0.11.1`` < ``0.12.0``)."""
+    return _release(version) < _release(than)
+
+
+def version_warning(version: str | None = None) -> str | None:
+    """The warning to give for JAX `version` (default: the installed one), or None in range."""
+    version = version or jax.__version__
+    low, high = SUPPORTED
+    if _release(low) <= _release(version) < _release(high):
+        return None
+    return (
+        f"partir is tested with jax>={low},<{high}; this is jax {version}. Primitive "
+        "parameters and compiled-program formats may differ: install a jax in that range "
+        f"(pip install 'jax>={low},<{high}') or report what breaks."
+    )
+
+
+def check_version() -> None:
+    """Warn (once, at import) when the installed JAX is outside the tested range."""
+    message = version_warning()
+    if message is not None:
+        warnings.warn(message, stacklevel=3)
+
+
+def is_float0(dtype: Any) -> bool:
+    """Whether `dtype` is `jax.dtypes.float0`, the data-less tangent of integer inputs."""
+    return dtype == jax.dtypes.float0
+
+
+def public_primitives() -> list[Any]:
+    """Every `Primitive` that `jax.extend.core.primitives` exports."""
+    module = jcore.primitives
+    return [p for p in (getattr(module, a) for a in dir(module)) if isinstance(p, jcore.Primitive)]
+
+
+def summarize_source(source_info: Any) -> str:
+    """An equation's innermost user frame as ``file:line:col (function)``.
+
+    Depends on `jax.extend.source_info_util.summarize` and its text format."""
+    return source_info_util.summarize(source_info)
+
+
+def traceback_of(source_info: Any) -> Any:
+    """The (hashable) traceback an equation was traced under, or None."""
+    return source_info.traceback
+
+
+def user_frames(traceback: Any, is_library: Any) -> tuple[Any, Any]:
+    """``(own, library)``: the innermost frame outside JAX for which `is_library(file)` is
+    false, and the innermost frame outside JAX (the library one, when it differs; else None).
+    Each is ``(file, line, column, function)`` or None.
+
+    Depends on `Traceback.raw_frames()` and `source_info_util.is_user_filename` (JAX's own
+    rule for which files are JAX's), which `summarize` uses too."""
+    from jax._src import source_info_util as internal
+
+    if traceback is None:
+        return None, None
+    codes, lastis = traceback.raw_frames()
+    library = None
+    for code, lasti in zip(codes, lastis, strict=True):
+        if not internal.is_user_filename(code.co_filename):
+            continue
+        line, column, _, _ = traceback.code_addr2location(code, lasti)
+        frame = (code.co_filename, line, column, code.co_qualname)
+        if not is_library(code.co_filename):
+            return frame, library
+        library = library or frame
+    return None, library
+
+
+def shaped_array(shape: tuple[int, ...], dtype: Any) -> Any:
+    """A `ShapedArray` (`jax.core.ShapedArray`), as `TensorSpec` parameters decode to."""
+    return jax.core.ShapedArray(shape, dtype)
+
+
+def is_shaped_array(value: Any) -> bool:
+    """Whether a primitive parameter is a `ShapedArray`."""
+    return isinstance(value, jax.core.ShapedArray)
+
+
+def canonical_params(primitive: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A primitive's parameters in the version-independent form the IR stores.
+
+    `scan` (jax >= 0.11): the operand and result grouping is a pair of `FlatTree`s,
+    `ft_in` = (consts, carry, xs) and `ft_out` = (carry, ys). The IR keeps the counts
+    `num_consts` and `num_carry` instead (jax <= 0.10's own parameters), so rules, passes
+    and printed programs do not depend on JAX's internal tree type. The backend rebuilds the
+    loop with `jax.lax.scan`, which needs only those counts.
+    """
+    if primitive == "scan" and "ft_in" in params:
+        consts, carry, _ = params["ft_in"].unpack()
+        out = {}
+        for key, value in params.items():
+            if key == "ft_in":
+                out["num_consts"] = len(consts)
+                out["num_carry"] = len(carry)
+            elif key != "ft_out":
+                out[key] = value
+        return out
+    return params
+
+
+def bind_checkpoint(
+    fn: Any, args: list[Any], *, prevent_cse: bool, differentiated: bool, policy: Any
+) -> list[Any]:
+    """`fn(*args)` as one `remat2` equation with exactly these parameters.
+
+    `jax.checkpoint` always binds ``differentiated=False``, but the optimization barrier
+    that keeps XLA from undoing a rematerialisation is emitted only for the
+    ``differentiated=True`` region `jax.grad` leaves in the backward pass. Re-binding the
+    primitive keeps the program's barriers. Depends on `remat_p` (public in
+    `jax.extend.core.primitives`) taking an open `Jaxpr` whose constants are its leading
+    inputs, and on `partial_eval.convert_constvars_jaxpr` to make one.
+    """
+    from jax._src.interpreters import partial_eval
+
+    closed = jax.make_jaxpr(lambda *xs: list(fn(*xs)))(*args)
+    jaxpr = partial_eval.convert_constvars_jaxpr(closed.jaxpr)
+    return list(
+        jcore.primitives.remat_p.bind(
+            *closed.consts,
+            *args,
+            jaxpr=jaxpr,
+            prevent_cse=prevent_cse,
+            differentiated=differentiated,
+            policy=policy,
+        )
+    )
+
+
+def is_tracer(value: Any) -> bool:
+    """Whether `value` is a tracer of an enclosing transform (`jax.core.Tracer`): it has an
+    abstract value but no data or placement to read."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def varying_axes(value: Any) -> frozenset[str]:
+    """The manual mesh axes a value inside `jax.shard_map` varies over (empty outside).
+
+    Depends on the aval's `manual_axis_type.varying` (jax >= 0.10's `check_vma` typing)."""
+    manual = getattr(jax.typeof(value), "manual_axis_type", None)
+    return frozenset(manual.varying) if manual is not None else frozenset()
+
+
+# ---------------------------------------------------------------------------------------
+# PRNG keys (partir/frontend/jaxpr.py, partir/backend/evaluate.py): what partir reads of
+# JAX's key arrays. A key array's dtype is a `jax._src.random.prng.KeyTy` whose `_impl` is
+# the `PRNGImpl`; the `random_*_impl_base` functions are the physical implementations JAX's
+# own lowering runs (`mlir.lower_fun` of the same `iterated_vmap_*` of the impl's
+# functions), so tracing them gives exactly the computation XLA runs for the primitive.
+# ---------------------------------------------------------------------------------------
+
+
+def _prng() -> Any:
+    from jax._src.random import prng
+
+    return prng
+
+
+def is_key_dtype(dtype: Any) -> bool:
+    """Whether `dtype` is a PRNG key dtype (``key<fry>``, ``key<rbg>``, ...)."""
+    try:
+        return bool(jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key))
+    except TypeError:
+        return False
+
+
+def key_impl(dtype: Any) -> Any:
+    """The `PRNGImpl` of a key dtype (its ``.tag``, ``.name`` and ``.key_shape``)."""
+    return dtype._impl
+
+
+def is_prng_impl(value: Any) -> bool:
+    """Whether a primitive parameter is a `PRNGImpl` (`random_wrap`'s and `random_seed`'s)."""
+    return isinstance(value, _prng().PRNGImpl)
+
+
+def prng_impls() -> dict[str, Any]:
+    """Every registered `PRNGImpl` by name (``threefry2x32``, ``rbg``, ...)."""
+    return dict(_prng().prngs)
+
+
+def random_primitives() -> list[Any]:
+    """The key primitives `jax.extend.core.primitives` does not export: `random_wrap`,
+    `random_unwrap` and `iota_2x32_shape` (so IR parsed in a fresh process can run)."""
+    prng = _prng()
+    return [prng.random_wrap_p, prng.random_unwrap_p, prng.iota_2x32_shape_p]
+
+
+def physical_random_fn(primitive: str, params: dict[str, Any], in_avals: list[Any]) -> Any:
+    """The function of key *data* that `primitive` computes, as JAX's lowering runs it.
+
+    `random_bits`, `random_split`, `random_fold_in` take the key data (``uint32[..., 2]``)
+    in place of the key array and return bits, key data or key data; `random_seed` takes
+    the seeds and returns key data. Raises KeyError for any other primitive.
+    """
+    prng = _prng()
+    key = in_avals[0]
+    if primitive == "random_seed":
+        return lambda seeds: prng.random_seed_impl_base(seeds, impl=params["impl"])
+    impl, ndim = key_impl(key.dtype), len(key.shape)
+    if primitive == "random_bits":
+        return lambda data: prng.random_bits_impl_base(
+            impl, data, ndim, bit_width=params["bit_width"], shape=params["shape"]
+        )
+    if primitive == "random_split":
+        return lambda data: prng.random_split_impl_base(impl, data, ndim, shape=params["shape"])
+    if primitive == "random_fold_in":
+        shape = tuple(key.shape)
+        return lambda data, msgs: prng.random_fold_in_impl_base(impl, data, msgs, shape)
+    raise KeyError(primitive)
+
+
+def threefry_partitionable() -> bool:
+    """The value of ``jax_threefry_partitionable`` (True by default since jax 0.5)."""
+    return bool(jax.config.jax_threefry_partitionable)
