@@ -162,7 +162,7 @@ def run_demo(
         r = reports[hw]
         out(
             f"  {hw:<10} {_fmt_time(r.step_time_s) + ' / ' + _fmt_time(r.step_time_overlap_s):<34} "
-            f"{r.mfu:>6.1%} {_fmt_time(r.communication_time_s):>14} "
+            f"{_fmt_mfu(r.mfu):>6} {_fmt_time(r.communication_time_s):>14} "
             f"{_fmt_bytes(r.peak_memory_bytes):>12}"
         )
     first = reports[hardware[0]]
@@ -210,7 +210,7 @@ def run_demo(
     for hw in hardware:
         r = reports[hw]
         lines.append(
-            f"  {hw:<12} step {_fmt_time(r.step_time_s)}, MFU {r.mfu:.1%}, peak memory "
+            f"  {hw:<12} step {_fmt_time(r.step_time_s)}, MFU {_fmt_mfu(r.mfu)}, peak memory "
             f"{_fmt_bytes(r.peak_memory_bytes)} ({'fits' if r.fits else 'does NOT fit'})"
         )
     lines += [
@@ -235,6 +235,12 @@ def _fmt_time(s: float) -> str:
     from partir.simulator.display import fmt_time
 
     return fmt_time(s)
+
+
+def _fmt_mfu(mfu: float) -> str:
+    from partir.simulator.display import fmt_mfu
+
+    return fmt_mfu(mfu)
 
 
 def _fmt_bytes(b: float) -> str:

@@ -121,3 +121,14 @@ def test_collective_table_html():
     assert html.count("<tr>") == len(table.summary()) + 1 + len(table) + 1 - sum(
         1 for k, _ in table.summary() if k == "all_slice"
     )
+
+
+@pytest.mark.parametrize(
+    ("mfu", "text"),
+    [(0.5, "50.0%"), (0.0012, "0.1%"), (0.00021, "0.021%"), (3e-6, "0.0003%"), (1e-8, "<0.0001%"),
+     (0.0, "0.0%"), (float("nan"), "-")],
+)  # fmt: skip
+def test_mfu_keeps_enough_digits_to_be_nonzero(mfu, text):
+    from partir.simulator.display import fmt_mfu
+
+    assert fmt_mfu(mfu) == text

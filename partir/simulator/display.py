@@ -45,6 +45,18 @@ def fmt_time(s: float) -> str:
     return f"{s * 1e6:.2f} us"
 
 
+def fmt_mfu(mfu: float) -> str:
+    """Model FLOPs utilisation as a percentage with enough digits to be non-zero: a toy
+    step on a big chip runs at 0.02%, which ``.1%`` would print as 0.0%."""
+    if mfu != mfu:
+        return "-"
+    if mfu == 0 or mfu >= 1e-3:
+        return f"{mfu:.1%}"
+    if mfu >= 1e-6:
+        return f"{mfu * 100:.2g}%"
+    return "<0.0001%"
+
+
 def fmt_bytes(b: float) -> str:
     """Bytes in GiB, MiB, KiB or B."""
     a = abs(b)
@@ -116,8 +128,8 @@ def report_html(report: Report, plots: bool = True) -> str:
         ("compute / communication", f"{fmt_time(report.compute_time_s)} / "
          f"{fmt_time(report.communication_time_s)} "
          f"({fmt_bytes(report.communication_bytes)} sent per device)"),
-        ("flops per device", f"{report.flops:.4g}; MFU {report.mfu:.1%} "
-         f"({report.mfu_overlap:.1%} with overlap)"),
+        ("flops per device", f"{report.flops:.4g}; MFU {fmt_mfu(report.mfu)} "
+         f"({fmt_mfu(report.mfu_overlap)} with overlap)"),
         ("peak memory", Raw(f"{esc(fmt_bytes(report.peak_memory_bytes))} of "
                             f"{esc(fmt_bytes(hw.memory_bytes))} ({fits}) at "
                             f"<code>{esc(report.memory.peak_location)}</code>")),

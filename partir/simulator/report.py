@@ -14,7 +14,7 @@ from partir._gc import gc_paused
 from partir.passes.propagate import location_of
 from partir.simulator.collectives import KIND_OF, CommCost
 from partir.simulator.costs import OpCost
-from partir.simulator.display import fmt_bytes, fmt_time, report_html
+from partir.simulator.display import fmt_bytes, fmt_mfu, fmt_time, report_html
 from partir.simulator.fusion import xla_flops
 from partir.simulator.hardware import Hardware
 from partir.simulator.memory import MemoryProfile
@@ -272,7 +272,7 @@ class Report:
             + (f"; launch {fmt_time(self.launch_time_s)}" if self.launch_time_s else ""),
             f"flops/device   {self.flops:.4g} as XLA counts them, {self.executed_flops:.4g} "
             f"executed (+{self.transcendentals:.3g} transcendentals)",
-            f"MFU            {self.mfu:.1%} ({self.mfu_overlap:.1%} with overlap)",
+            f"MFU            {fmt_mfu(self.mfu)} ({fmt_mfu(self.mfu_overlap)} with overlap)",
             f"peak memory    {fmt_bytes(self.peak_memory_bytes)} of "
             f"{fmt_bytes(hw.memory_bytes)} ({fits}) at {mem.peak_location}",
             f"  live then    {cats}",

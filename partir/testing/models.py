@@ -4,7 +4,8 @@ Every entry is a pure, un-jitted training step
 
     train_step(params, opt_state, batch) -> (new_params, new_opt_state, loss)
 
-that differentiates a loss with `jax.value_and_grad` and applies `optax.adamw`
+(a model that draws random numbers, ``gpt`` with ``dropout > 0``, takes a PRNG key last:
+``train_step(params, opt_state, batch, key)``) that differentiates a loss with `jax.value_and_grad` and applies `optax.adamw`
 (learning rate `LEARNING_RATE`, weight decay `WEIGHT_DECAY`). `loss` is the loss of the *input*
 params. Models are written with `jax.numpy` and `jax.lax` only, so their jaxprs hold the primitives
 a partitioner has to handle: `dot_general`, `gather`/`scatter-add` (embeddings), `scan`
