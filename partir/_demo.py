@@ -156,13 +156,13 @@ def run_demo(
     progress.done()
 
     progress.begin(f"simulating one step on {', '.join(hardware)}")
-    out(f"  {'profile':<10} {'step time (no overlap / overlap)':<34} {'MFU':>6} "
+    out(f"  {'profile':<10} {'step time (no overlap / overlap)':<34} {'MFU':>9} "
         f"{'communication':>14} {'peak memory':>12}")  # fmt: skip
     for hw in hardware:
         r = reports[hw]
         out(
             f"  {hw:<10} {_fmt_time(r.step_time_s) + ' / ' + _fmt_time(r.step_time_overlap_s):<34} "
-            f"{_fmt_mfu(r.mfu):>6} {_fmt_time(r.communication_time_s):>14} "
+            f"{_fmt_mfu(r.mfu):>9} {_fmt_time(r.communication_time_s):>14} "
             f"{_fmt_bytes(r.peak_memory_bytes):>12}"
         )
     first = reports[hardware[0]]
