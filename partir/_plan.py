@@ -259,6 +259,22 @@ class Plan:
 
     # -- text ----------------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        # one line a terminal can show: what was planned, and the counts already known
+        # (collectives only once lowered: repr never triggers the lowering)
+        mesh = ", ".join(f"{k}={v}" for k, v in self.mesh.shape.items())
+        parts = [
+            f"{self.program.name}",
+            f"mesh {mesh}",
+            f"mode={self.mode}",
+            f"{len(self.schedule)} tactic{'s' if len(self.schedule) != 1 else ''}",
+            f"{len(self.program.input_paths)} inputs",
+            f"{len(self.conflicts)} conflicts",
+        ]
+        if "lowered" in self.__dict__:
+            parts.append(f"{len(self.collectives())} collectives")
+        return f"<partir.Plan {'; '.join(parts)}>"
+
     def __str__(self) -> str:
         self.propagator.write_to_ir()
         header = f"// mesh {dict(self.mesh.shape)}; schedule: " + "; ".join(

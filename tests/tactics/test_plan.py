@@ -204,3 +204,19 @@ def test_pin_that_blocks_propagation_is_a_conflict(mesh):
     (conflict,) = plan.conflicts
     assert conflict.tactic_indices == (0, 1)
     assert "out: replicated, from tactic #0" in str(conflict)
+
+
+def test_repr_is_one_short_line_with_the_counts():
+    m = models.get("gpt")
+    plan = partir.partition(schedules.schedule("gpt", "BP+MP"), mesh={"batch": 4, "model": 2})(
+        m.fn
+    ).plan(*m.args)
+    text = repr(plan)
+    assert "\n" not in text and len(text) < 160, text
+    assert text.startswith(
+        f"<partir.Plan {plan.program.name}; mesh batch=4, model=2; mode=annotate"
+    )
+    assert f"{len(plan.conflicts)} conflicts" in text and "2 tactics" in text
+    assert "collectives" not in text  # not lowered yet: repr does not lower
+    n = len(plan.collectives())
+    assert repr(plan).endswith(f"; {n} collectives>")
