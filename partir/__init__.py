@@ -7,14 +7,18 @@ back on a device mesh as `jax.sharding` annotations.
 from partir import errors as errors
 from partir._api import Partitioned as Partitioned
 from partir._api import partition as partition
+from partir._compare import compare as compare
+from partir._logical import logical_axes as logical_axes
 from partir._plan import Plan as Plan
 from partir._program import Program as Program
 from partir._program import parse as parse
 from partir._program import trace as trace
 from partir.backend import jax_compat as _jax_compat
+from partir.tactics import DSP as DSP
 from partir.tactics import REPLICATED as REPLICATED
 from partir.tactics import AutomaticPartition as AutomaticPartition
 from partir.tactics import ManualPartition as ManualPartition
+from partir.tactics.logical import LogicalPartition as LogicalPartition
 
 # A JAX outside the tested range warns once, naming the range (partir/backend/jax_compat.py).
 _jax_compat.check_version()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -13,14 +14,17 @@ from jax.sharding import AbstractMesh, AxisType, Mesh
 import partir.rules  # noqa: F401  (registers every sharding rule)
 from partir import ir
 from partir._call import ArgSpec, is_concrete
+from partir._conflict_kind import raise_on_clash
 from partir._gc import gc_paused
+from partir._logical import input_logical_axes
 from partir._multihost import check_agreement
 from partir._plan import Plan, _leaf_signature
 from partir._program import trace
-from partir.errors import MeshError, PartIRError, ScheduleError
+from partir.errors import MeshError, PartIRError, ScheduleError, TacticError
+from partir.frontend import constraints as user_constraints
 from partir.passes.propagate import Propagator
-from partir.simulator import get_hardware
-from partir.tactics import TACTIC_TYPES, TacticContext
+from partir.simulator import PROFILES, get_hardware, profile_for_device_kind
+from partir.tactics import TACTIC_TYPES, AutomaticPartition, TacticContext
 
 MODES = ("annotate", "spmd")
 """Emission modes available now."""
@@ -156,15 +160,19 @@ class Partitioned:
         schedule: tuple[Any, ...],
         mesh: Any,
         mode: str,
-        hardware: Any = "cpu",
+        hardware: Any = None,
         arg_spec: ArgSpec | None = None,
+        strict: bool = False,
     ):
         self.fn = fn
+        self.strict = strict
+        """Raise `ShardingConflictError` on a clash between tactics (`partition`)."""
         self.schedule = schedule
         self._mesh = mesh
         self.mode = mode
         self.hardware = hardware
-        """The simulator profile automatic tactics judge candidates on."""
+        """The simulator profile automatic tactics judge candidates on (None: the profile of
+        the mesh's devices, `judge_hardware`)."""
         self.arg_spec = arg_spec or ArgSpec()
         """Static and donated arguments, with `jax.jit`'s meaning."""
         self._plans: dict[Any, Plan] = {}
@@ -213,6 +221,8 @@ class Partitioned:
         if plan is None:
             with gc_paused():
                 plan = self._make_plan(args, kwargs, static_key, leaves, signature, mesh)
+            if self.strict:
+                raise_on_clash(plan)
             # every process of a multi-process mesh must run this same plan
             check_agreement(plan)
             self._plans[key] = plan
@@ -230,15 +240,21 @@ class Partitioned:
         # Under jax.jit / jax.grad / lax.scan the leaves are tracers of the enclosing
         # transform; planning reads only shapes and dtypes, so trace on those.
         args, kwargs = jax.tree_util.tree_map(_abstract_if_traced, (args, kwargs))
-        program = trace(self.arg_spec.bind(self.fn, static_key), *args, **kwargs)
+        bound = self.arg_spec.bind(self.fn, static_key)
+        program = trace(bound, *args, **kwargs)
         mesh_attr = ir.MeshAttr(tuple((str(n), int(s)) for n, s in mesh.shape.items()))
         propagator = Propagator(program.module, mesh_attr)
+        user_constraints.apply(propagator)  # the user's own constraints: seeds before the schedule
         non_array = {i: type(x).__name__ for i, x in enumerate(leaves) if not hasattr(x, "shape")}
         outputs = list(program.function.body.block.last_op.operands)  # type: ignore[union-attr]
         ctx = TacticContext(
             propagator, program.input_paths, list(program.function.args), non_array, program.name,
-            program.output_paths, outputs, self.hardware,
+            program.output_paths, outputs, judge_hardware(self.hardware, mesh, self.schedule),
         )  # fmt: skip
+        if any(getattr(t, "reads_metadata", False) for t in self.schedule):
+            # a LogicalPartition with no names given reads them from the arguments' own
+            # metadata (Flax NNX `sharding`, Linen `LogicallyPartitioned`)
+            ctx.logical_axes = input_logical_axes(_arguments_by_name(bound, args, kwargs))
         records = [tactic.apply(ctx, i) for i, tactic in enumerate(self.schedule)]
         donated = self.arg_spec.donated_leaves(args, kwargs)
         return Plan(
@@ -261,6 +277,53 @@ class Partitioned:
         return self.plan(*args, **kwargs).lower(*args, **kwargs)
 
 
+def judge_hardware(hardware: Any, mesh: Mesh | AbstractMesh, schedule: Sequence[Any]) -> Any:
+    """The profile automatic tactics judge on: `hardware` if given, else the profile of the
+    mesh's devices (``device_kind``: a TPU v5p mesh is judged on ``tpu-v5p``, a CPU mesh
+    on ``cpu``).
+
+    Raises:
+      TacticError: an automatic tactic with no profile of its own would have to judge on a
+        mesh with no devices (an `AbstractMesh`) or of a kind partir has no profile for.
+    """
+    if hardware is not None:
+        return hardware
+    if isinstance(mesh, Mesh):
+        kind = str(mesh.devices.flat[0].device_kind)
+        name = profile_for_device_kind(kind)
+        if name is not None:
+            return name
+        what = f"its devices are {kind!r}, which partir has no profile for"
+    else:
+        what = f"the mesh {dict(mesh.shape)} is abstract: it has no devices to read"
+    judged = [t for t in schedule if isinstance(t, AutomaticPartition) and t.hardware is None]
+    if not judged:
+        return "cpu"  # nothing judges candidates: the profile is never read
+    raise TacticError(
+        f"{judged[0]!r} needs a hardware profile to judge its candidates on, and {what}. "
+        f"Pass partir.partition(..., hardware=NAME) or AutomaticPartition(..., "
+        f"hardware=NAME) with one of: {', '.join([*PROFILES, 'cpu'])}."
+    )
+
+
+def _arguments_by_name(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Argument name -> value, named as input paths name them (``args/<i>`` past the
+    signature's positional parameters)."""
+    try:
+        names = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        names = []
+    out = {names[i] if i < len(names) else f"args/{i}": a for i, a in enumerate(args)}
+    out.update(kwargs)
+    return out
+
+
 def _abstract_if_traced(x: Any) -> Any:
     if isinstance(x, jax.Array) and not is_concrete(x):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=jax.typeof(x).weak_type)
@@ -272,11 +335,12 @@ def partition(
     *,
     mesh: Any = None,
     mode: str = "annotate",
-    hardware: Any = "cpu",
+    hardware: Any = None,
     static_argnums: int | Sequence[int] | None = None,
     static_argnames: str | Sequence[str] | None = None,
     donate_argnums: int | Sequence[int] | None = None,
     donate_argnames: str | Sequence[str] | None = None,
+    strict: bool = False,
 ) -> Callable[[Callable[..., Any]], Partitioned]:
     """Partition a JAX function with a schedule of tactics.
 
@@ -291,13 +355,19 @@ def partition(
         exactly the planned collectives (`plan.collectives()`).
       hardware: the simulator profile (a name such as ``"tpu-v5p"`` or ``"h100"``, or a
         `partir.simulator.Hardware`) that `AutomaticPartition` tactics judge candidates
-        on when they do not name their own.
+        on when they do not name their own. None: the profile of the mesh's devices
+        (``cpu`` on a CPU mesh); an `AbstractMesh` has none, so an automatic tactic on one
+        needs a profile named here or on the tactic.
       static_argnums, static_argnames: arguments (by position or name) that are Python
         values, not arrays, as in `jax.jit`: they are not traced, must be hashable, and
         each distinct value gets its own plan and compilation.
       donate_argnums, donate_argnames: arguments whose buffers the program may reuse for
         its outputs, as in `jax.jit` (a donated array is deleted by the call). A training
         step donating params and optimizer state holds one copy of them, not two.
+      strict: raise `partir.errors.ShardingConflictError` when planning meets a *clash*
+        (two tactics, or a tactic and a pin, asking for different layouts of one value;
+        `partir._conflict_kind`) instead of recording it in `plan.conflicts`. Expected
+        resharding (ZeRO's parameter gathers) is never an error.
 
     Returns:
       A decorator; the decorated function is called like a `jax.jit` function and has
@@ -306,11 +376,12 @@ def partition(
     tactics = _check_schedule(schedule)
     if mode not in MODES:
         raise PartIRError(f"partir.partition(mode={mode!r}): available modes are {MODES}.")
-    get_hardware(hardware)  # an unknown profile fails here, not at the first plan
+    if hardware is not None:
+        get_hardware(hardware)  # an unknown profile fails here, not at the first plan
     check_mesh_form(mesh)  # and a mesh written as bare sizes here, not at the first call
 
     def decorate(fn: Callable[..., Any]) -> Partitioned:
         spec = ArgSpec.build(fn, static_argnums, static_argnames, donate_argnums, donate_argnames)
-        return Partitioned(fn, tactics, mesh, mode, hardware, spec)
+        return Partitioned(fn, tactics, mesh, mode, hardware, spec, strict)
 
     return decorate

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import collections
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import BlockArgument, Operation, OpResult, SSAValue
 
 from partir import ir
-from partir.passes.propagate import location_of
+from partir._html import render_html
+from partir.ir.locations import library_location_of, location_of
 
 KINDS = {
     "spmd.all_gather": "all_gather",
@@ -39,6 +44,11 @@ class Collective:
     """The user's source line of the op that needed it."""
     reason: str
     """What it converts: which operand of which op, or which output."""
+    serves: str = ""
+    """For a reduction of a gradient, ``"grad of <parameter path>"`` (`gradient_of`)."""
+    via: str | None = None
+    """The library code the user's line called that made the op, a secondary note
+    (``optax/tree_utils/_tree_math.py:398 (tree_add)``); None for the user's own code."""
 
     @property
     def communicates(self) -> bool:
@@ -61,16 +71,15 @@ class CollectiveTable(list[Collective]):
 
     def _repr_html_(self) -> str:
         """Notebook display: totals per (kind, axes), then every collective (folded)."""
-        # imported here: partir._display needs partir._history, which imports this module
-        from partir._display import collectives_html
-
-        return collectives_html(self)
+        return render_html(self)
 
     def __str__(self) -> str:
         rows = [("kind", "axes", "local result", "bytes", "source", "for")]
         for c in self:
             shape = f"{ir.dtypes.short_name(c.dtype)}{list(c.shape)}"
-            rows.append((c.kind, ",".join(c.axes), shape, f"{c.bytes:,}", c.source, c.reason))
+            why = f"{c.serves}: {c.reason}" if c.serves else c.reason
+            why += f" (in {c.via})" if c.via else ""
+            rows.append((c.kind, ",".join(c.axes), shape, f"{c.bytes:,}", c.source, why))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = [
             "  ".join(v.ljust(w) for v, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
@@ -83,9 +92,21 @@ class CollectiveTable(list[Collective]):
         return "\n".join(lines)
 
 
-def collective_table(module: ModuleOp, mesh: Any = None) -> CollectiveTable:
-    """The collectives of a device-local module, in program order."""
+def collective_table(
+    module: ModuleOp,
+    mesh: Any = None,
+    paths: tuple[Sequence[str], Sequence[str]] | None = None,
+) -> CollectiveTable:
+    """The collectives of a device-local module, in program order.
+
+    Args:
+      module: the device-local (`spmd`) module.
+      mesh: the mesh (unused by the table itself; kept for callers).
+      paths: (input paths, output paths) of the entry function: with them, each
+        reduction of a gradient names the parameter it serves (`gradient_of`).
+    """
     table = CollectiveTable()
+    params = _Gradients(module, *paths) if paths is not None else None
     for op in module.walk():
         kind = KINDS.get(op.name)
         if kind is None:
@@ -106,6 +127,162 @@ def collective_table(module: ModuleOp, mesh: Any = None) -> CollectiveTable:
                 n * ir.ITEMSIZE[dtype],
                 location_of(op),
                 why.data if isinstance(why, StringAttr) else "",
+                params.serves(op) if params is not None and kind in REDUCING else "",
+                library_location_of(op),
             )
         )
     return table
+
+
+REDUCING = frozenset({"all_reduce", "reduce_scatter"})
+"""The collectives that sum partial values: the ones a gradient's reduction is."""
+
+_FOLLOW_LIMIT = 64
+"""Ops the forward walk of `gradient_of` visits at most per collective (an update is a
+few dozen elementwise ops; a walk that goes further has left the optimizer)."""
+
+
+class _Gradients:
+    """`gradient_of` for every collective of one module, sharing the walks."""
+
+    def __init__(self, module: ModuleOp, inputs: Sequence[str], outputs: Sequence[str]):
+        fn = next((op for op in module.ops if isinstance(op, func.FuncOp)), None)
+        self.ok = False
+        if fn is None:
+            return
+        ret = fn.body.block.last_op
+        if not isinstance(ret, func.ReturnOp):
+            return
+        if len(fn.args) != len(inputs) or len(ret.operands) != len(outputs):
+            return
+        self.ok = True
+        self.block = fn.body.block
+        self.ret = ret
+        self.inputs = list(inputs)
+        self.arg_index = {a: i for i, a in enumerate(fn.args)}
+        self._previous: dict[int, set[int]] = {}
+
+    def serves(self, op: Operation) -> str:
+        """``"grad of <path>"`` when `op` reduces a parameter's gradient, else ``""``."""
+        if not self.ok:
+            return ""
+        param = gradient_of(self, op.results[0])
+        return f"grad of {self.inputs[param]}" if param is not None else ""
+
+    def previous_values(self, out: int) -> set[int]:
+        """Entry arguments that reach output `out` through size-preserving ops."""
+        if out not in self._previous:
+            found: set[int] = set()
+            todo = [self.ret.operands[out]]
+            seen: set[int] = set()
+            while todo and len(seen) < _FOLLOW_LIMIT:
+                v = todo.pop()
+                if id(v) in seen:
+                    continue
+                seen.add(id(v))
+                if isinstance(v, BlockArgument) and v in self.arg_index:
+                    found.add(self.arg_index[v])
+                elif isinstance(v, OpResult) and v.op.name in KINDS:
+                    # a gather or slice of the previous value is it; a reduction is
+                    # the gradient's side, not a previous value
+                    if KINDS[v.op.name] not in REDUCING:
+                        todo += list(v.op.operands)
+                elif isinstance(v, OpResult) and not isinstance(v.op, ir.RegionPrimOp):
+                    todo += [x for x in v.op.operands if _same_size(x, v)]
+            self._previous[out] = found
+        return self._previous[out]
+
+    def used_beyond_update(self, arg: int) -> bool:
+        """Whether entry argument `arg` reaches, through size-preserving ops and
+        collectives, one that changes its size (a matmul, a broadcast) or a loop: a
+        parameter does; optimizer state, only ever updated elementwise, does not.
+        (ZeRO-3's gather of a parameter reaches its matmuls; ZeRO-2's gather of an update
+        reaches only the new parameter.)"""
+        todo: list[SSAValue] = [self.block.args[arg]]
+        seen: set[int] = set()
+        while todo and len(seen) < _FOLLOW_LIMIT:
+            v = todo.pop()
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            for use in v.uses:
+                user = use.operation
+                if isinstance(user, ir.RegionPrimOp):
+                    return True
+                if user.name in KINDS and KINDS[user.name] not in REDUCING:
+                    todo += list(user.results)  # ZeRO-2's gather of the update: the same value
+                    continue
+                if any(not _same_size(r, v) for r in user.results):
+                    return True
+                todo += list(user.results)
+        return False
+
+
+def gradient_of(grads: _Gradients, value: SSAValue) -> int | None:
+    """The input index of the parameter whose gradient `value` is, or None.
+
+    The rule: follow `value` forward through ops that keep its size (the elementwise
+    arithmetic of an optimizer update: scaling, moments, the update itself, at most
+    `_FOLLOW_LIMIT` ops), through collectives (the same value laid out otherwise) and out
+    of loop bodies (a yield to the loop's result), to the function's outputs it reaches. Each such output has
+    *previous values*: the inputs that reach it the same way (a parameter for the new
+    parameter, a moment for the new moment). The parameter is the previous value that is
+    also used otherwise, by an op that changes its size (the model's matmuls,
+    broadcasts, ZeRO's gathers); optimizer state is only ever updated elementwise. The
+    walk stops at size changes, so a global-norm clip (a reduction to a scalar) does not
+    tie every gradient to every parameter. Exactly one candidate names the collective;
+    none or several leave it unnamed.
+    """
+    outputs = {u.index for u in _reached_returns(grads, value)}
+    candidates = set()
+    for out in outputs:
+        candidates |= {a for a in grads.previous_values(out) if grads.used_beyond_update(a)}
+    return candidates.pop() if len(candidates) == 1 else None
+
+
+def _reached_returns(grads: _Gradients, value: SSAValue) -> list[Any]:
+    uses = []
+    todo = [value]
+    seen: set[int] = set()
+    while todo and len(seen) < _FOLLOW_LIMIT:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        for use in v.uses:
+            user = use.operation
+            if user is grads.ret:
+                uses.append(use)
+            elif isinstance(user, ir.YieldOp):
+                # leaving a loop or region body: on with the region op's matching result
+                parent = user.parent_op()
+                if isinstance(parent, ir.RegionPrimOp) and len(parent.results) == len(
+                    user.operands
+                ):
+                    todo.append(parent.results[use.index])
+            elif user.name in KINDS:
+                todo += list(user.results)  # the same value, laid out otherwise
+            elif not isinstance(user, ir.RegionPrimOp):
+                todo += [r for r in user.results if _same_size(r, v)]
+    return uses
+
+
+def _same_size(a: SSAValue, b: SSAValue) -> bool:
+    """Whether the op making (or using) `a` from `b` keeps `b`'s elements: the same shape,
+    or the same element count through a layout op (a reshape, or a sum over size-1 dims:
+    how a bias gradient leaves a layer norm). An op such as a scatter-add with a result
+    of equal size by chance is not one."""
+    shape_a, shape_b = ir.shape_of(a.type), ir.shape_of(b.type)
+    if shape_a == shape_b:
+        return True
+    if math.prod(shape_a) != math.prod(shape_b):
+        return False
+    # the op between them: the one making `a` from `b`, or making `b` from `a`
+    ops = [x.op for x, y in ((a, b), (b, a)) if isinstance(x, OpResult) and y in x.op.operands]
+    return any(getattr(op, "primitive_name", None) in _LAYOUT for op in ops)
+
+
+_LAYOUT = frozenset(
+    {"reshape", "squeeze", "expand_dims", "transpose", "reduce_sum", "broadcast_in_dim", "copy"}
+)
+"""Ops that keep a value's elements when its size does not change."""

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from partir import ir
-from partir._history import collective_details, tactic_label
+from partir._collectives import CollectiveTable
+from partir._history import History, collective_details, tactic_label
+from partir._html import html_view
 from partir.simulator.display import STYLE, Raw, esc, fmt_bytes, fmt_time, table
 
 if TYPE_CHECKING:
-    from partir._collectives import CollectiveTable
-    from partir._history import History
     from partir._plan import Plan
 
 PALETTE = (
@@ -204,8 +204,11 @@ def history_html(history: History) -> str:
             continue
         detail = collective_details(history[i - 1])
         conflicts = history[i - 1].conflicts
-        if conflicts:
-            detail.append(f"{len(conflicts)} conflicts, first: {str(conflicts[0]).splitlines()[0]}")
+        for kind in ("clash", "expected"):
+            same = [c for c in conflicts if c.kind == kind]
+            if same:
+                what = "clashes" if kind == "clash" else "expected reshardings"
+                detail.append(f"{len(same)} {what}, first: {str(same[0]).splitlines()[0]}")
         if detail:
             lines = "<br>".join(esc(d) for d in detail)
             body.append(Raw(f'<span class="muted">{lines}</span>'))
@@ -218,6 +221,7 @@ def history_html(history: History) -> str:
     )
 
 
+@html_view(CollectiveTable)
 def collectives_html(collectives: CollectiveTable, limit: int = 200) -> str:
     """A collective table: totals per (kind, axes), then every collective (folded)."""
     summary = sorted(collectives.summary().items(), key=lambda kv: -kv[1]["bytes"])
@@ -243,6 +247,34 @@ def collectives_html(collectives: CollectiveTable, limit: int = 200) -> str:
         + table(("kind", "axes", "local result", "bytes", "source", "for"), full, numeric=(3,))
         + "</details></div>"
     )
+
+
+def conflicts_html(plan: Plan, limit: int = 20) -> str:
+    """The plan's conflicts, clashes and expected reshardings apart, each folded."""
+    clashes = [c for c in plan.conflicts if c.kind == "clash"]
+    expected = [c for c in plan.conflicts if c.kind != "clash"]
+    head = (
+        f"<h3>Conflicts: {len(clashes)} clash{'es' if len(clashes) != 1 else ''}, "
+        f"{len(expected)} expected resharding{'s' if len(expected) != 1 else ''} "
+        f"({len(plan.conflicts)} conflicts in plan.conflicts)</h3>"
+    )
+    parts = [head]
+    for items, what, note in (
+        (
+            clashes,
+            "clashes",
+            "tactics (or a tactic and a pin) ask for different layouts of one value",
+        ),
+        (expected, "expected reshardings", "a tactic's own choice needs communication here"),
+    ):
+        if items:
+            body = "".join(f"<pre>{esc(c)}</pre>" for c in items[:limit])
+            cut = f", first {limit}" if len(items) > limit else ""
+            parts.append(
+                f"<details><summary>{len(items)} {what}{esc(cut)}: {esc(note)}</summary>"
+                f"{body}</details>"
+            )
+    return "".join(parts)
 
 
 def plan_html(plan: Plan) -> str:
@@ -276,11 +308,7 @@ def plan_html(plan: Plan) -> str:
     parts.append(f"<h3>Collectives: {esc(fmt_bytes(total))} of buffers per device</h3>")
     parts.append(table(("kind", "axes", "count", "buffers per device"), rows, numeric=(2, 3)))
     if plan.conflicts:
-        items = "".join(f"<pre>{esc(c)}</pre>" for c in plan.conflicts[:20])
-        parts.append(
-            f"<details><summary>{len(plan.conflicts)} conflicts (plan.conflicts)</summary>"
-            f"{items}</details>"
-        )
+        parts.append(conflicts_html(plan))
     report = plan.history.steps[-1].after if plan.schedule else None
     if report is not None:
         parts.append(
@@ -291,3 +319,10 @@ def plan_html(plan: Plan) -> str:
         )
     parts.append("</div>")
     return "".join(parts)
+
+
+@html_view(History)
+def history_box_html(history: History) -> str:
+    """A `History`'s notebook display: the table, each tactic's collective changes under
+    its row."""
+    return f'{STYLE}<div class="partir-box">{history_html(history)}</div>'

@@ -26,6 +26,8 @@ from xdsl.ir import SSAValue
 from partir import ir
 from partir._collectives import Collective, CollectiveTable, collective_table
 from partir._gc import gc_paused
+from partir._html import render_html
+from partir.frontend import constraints as user_constraints
 from partir.passes.lower_to_spmd import lower_to_spmd
 from partir.passes.optimize_collectives import optimize_collectives
 from partir.passes.propagate import Propagator
@@ -64,9 +66,12 @@ class TacticStep:
       removed: collectives of prefix ``index`` with no counterpart in prefix ``index + 1``.
       resized: collectives at the same source line, for the same operand, of the same kind
         and axes, whose per-device buffer changed size.
-      conflicts: the conflicts recorded while it applied.
+      conflicts: the conflicts recorded while it applied; each has a `kind`: a
+        ``"clash"`` with another tactic, or ``"expected"`` resharding of its own choice.
       collectives: every collective of the program with the tactic (prefix ``index + 1``).
       before, after: the simulated reports of the program without and with the tactic.
+      notes: what the tactic chose not to do and why (ZeRO's skipped leaves and their
+        bytes, logical rules nothing used).
     """
 
     index: int
@@ -82,6 +87,7 @@ class TacticStep:
     collectives: CollectiveTable = field(repr=False)
     before: Report = field(repr=False)
     after: Report = field(repr=False)
+    notes: tuple[str, ...] = ()
 
     @property
     def step_time_change_s(self) -> float:
@@ -147,7 +153,7 @@ class History(Sequence[TacticStep]):
                     "seeded": str(len(s.seeded)),
                     "values": str(s.values_decided),
                     "collectives": collective_delta_text(s),
-                    "conflicts": str(len(s.conflicts)),
+                    "conflicts": conflict_cell(s.conflicts),
                     "step time": f"{_fmt_time(s.after.step_time_s)} "
                     f"({_signed(s.step_time_change_s, _fmt_time)})",
                     "peak memory": f"{_fmt_bytes(s.after.peak_memory_bytes)} "
@@ -158,9 +164,7 @@ class History(Sequence[TacticStep]):
 
     def _repr_html_(self) -> str:
         """Notebook display: the table, each tactic's collective changes under its row."""
-        from partir._display import STYLE, history_html  # _display imports this module
-
-        return f'{STYLE}<div class="partir-box">{history_html(self)}</div>'
+        return render_html(self)
 
     def __str__(self) -> str:
         rows = self.rows()
@@ -171,11 +175,22 @@ class History(Sequence[TacticStep]):
         lines.append("  ".join(k.ljust(widths[k]) for k in keys).rstrip())
         lines += ["  ".join(r[k].ljust(widths[k]) for k in keys).rstrip() for r in rows]
         for s in self.steps:
-            detail = collective_details(s)
+            detail = collective_details(s) + [f"note: {n}" for n in s.notes]
             if detail:
                 lines.append(f"#{s.index} {s.label}:")
                 lines += [f"  {d}" for d in detail]
         return "\n".join(lines)
+
+
+def conflict_cell(conflicts: Sequence[ConflictReport]) -> str:
+    """``"2 clashes, 3 expected"``: a tactic's conflicts by kind, in a table cell."""
+    clashes = sum(c.kind == "clash" for c in conflicts)
+    parts = []
+    if clashes:
+        parts.append(f"{clashes} clash{'es' if clashes != 1 else ''}")
+    if len(conflicts) - clashes:
+        parts.append(f"{len(conflicts) - clashes} expected")
+    return ", ".join(parts) or "0"
 
 
 def tactic_label(tactic: Any, width: int = 48) -> str:
@@ -378,6 +393,7 @@ def _prefixes(plan: Plan) -> list[_Prefix]:
         paths.setdefault(v, p)
     with gc_paused():
         prop = Propagator(program.module, mesh_attr)
+        user_constraints.apply(prop, warn=False)  # as the plan did, before any tactic
         ctx = TacticContext(
             propagator=prop,
             input_paths=program.input_paths,
@@ -447,7 +463,7 @@ def history(plan: Plan, hardware: Any = None, **options: Any) -> History:
             TacticStep(
                 i, tactic, axis, seeded, reached, len(after.decided - before.decided),
                 added, removed, resized, tuple(by_tactic.get(i, ())), after.table, reports[i],
-                reports[i + 1],
+                reports[i + 1], tuple(getattr(record, "notes", ())),
             )
         )  # fmt: skip
     name = reports[0].hardware.name

@@ -42,7 +42,7 @@ MSG_MISMATCH = (
     "input shapes or partir/JAX version on some process; an AutomaticPartition budget in "
     "seconds (use budget={{'evaluations': n}}, which is the default, so every process "
     "stops at the same candidate); or a mesh built from a local device list (use "
-    "jax.make_mesh over jax.devices()). Compare plan.fingerprint() and str(plan) per process "
+    "jax.make_mesh over jax.devices()). Compare plan.fingerprint() and plan.ir() per process "
     "to find it."
 )
 
@@ -65,7 +65,7 @@ def components(plan: Plan) -> dict[str, str]:
     mesh_text = repr(tuple((str(n), int(s)) for n, s in mesh.shape.items()))
     if isinstance(mesh, Mesh):
         mesh_text += " devices " + repr(mesh.device_ids.tolist())
-    ir_text = _LOC.sub("", str(plan))
+    ir_text = _LOC.sub("", plan.ir())
     shardings = "\n".join(
         f"{path}: {s.spec}"
         for path, s in zip(

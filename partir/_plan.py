@@ -17,13 +17,16 @@ from partir import _multihost, ir
 from partir._call import ArgSpec, place_leaf
 from partir._check import CompiledCheck, check_compiled
 from partir._collectives import CollectiveTable, collective_table
+from partir._conflict_kind import conflict_kind
 from partir._display import plan_html
 from partir._gc import gc_paused
 from partir._history import History, history, remember_hardware
 from partir._program import Program
+from partir._terminal import Text, describe_text, ir_text, sharding_grid_text, summary_text
 from partir.backend.annotate import emit_annotated, named_sharding
 from partir.backend.spmd import emit_spmd
 from partir.errors import InputMismatchError, MeshError, SelectorError
+from partir.frontend import constraints as user_constraints
 from partir.passes.lower_to_spmd import Lowered, lower_to_spmd
 from partir.passes.optimize_collectives import optimize_collectives
 from partir.passes.propagate import Conflict, Propagator, location_of
@@ -54,6 +57,8 @@ class ConflictReport:
     """The tactics involved, in schedule order."""
     claims: list[str]
     """One line per competing claim."""
+    kind: str = "clash"
+    """``"clash"`` or ``"expected"`` resharding: the rule is in `partir._conflict_kind`."""
 
     @property
     def axis(self) -> str:
@@ -77,13 +82,16 @@ class ConflictReport:
             if op is not None
             else f"an input, first used at {self.location}"
         )
-        lines = [f"conflict on axis {self.axis!r} at {where}:"]
+        title = "clash" if self.kind == "clash" else "expected resharding"
+        lines = [f"{title} on axis {self.axis!r} at {where}:"]
         lines += [f"  - {c}" for c in self.claims]
         lines.append(
             "  nothing propagates through it on this axis; communication resolves it "
             "(the collectives of plan.collectives() in spmd mode, XLA's partitioner in "
             "annotate mode)"
         )
+        if self.kind == "clash":
+            lines.append("  a clash: partir.partition(..., strict=True) raises on it")
         return "\n".join(lines)
 
 
@@ -189,7 +197,8 @@ class Plan:
 
     @functools.cached_property
     def conflicts(self) -> list[ConflictReport]:
-        """Where tactics disagreed: op, axis, the competing shardings, tactics, source line."""
+        """Where tactics disagreed: op, axis, the competing shardings, tactics, source
+        line, and the `kind`: a ``"clash"`` or ``"expected"`` resharding."""
         reports = []
         for c in self.propagator.conflicts:
             claims = [
@@ -197,21 +206,37 @@ class Plan:
                 for v, what, t in c.claims
             ]
             tactics = tuple(self.schedule[t] for t in c.tactics if 0 <= t < len(self.schedule))
-            reports.append(ConflictReport(c, tactics, claims))
+            kind = conflict_kind(self.propagator, c, len(self.schedule))
+            reports.append(ConflictReport(c, tactics, claims, kind))
         return reports
 
     def _tactic_name(self, index: int) -> str:
         if not 0 <= index < len(self.schedule):
-            return "propagation"
+            return user_constraints.tactic_name(self.program.module, index) or "propagation"
         return f"tactic #{index} {self.schedule[index]!r}"
 
     def explain(self, selector_or_path: str) -> str:
         """Which tactic decided each axis of the named inputs/outputs, through which ops.
 
         Args:
-          selector_or_path: an input selector (``params/blocks/0/mlp/w_in``) or an output
-            path (``out/0/blocks/0/mlp/w_in``).
+          selector_or_path: an input selector (``params/blocks/0/mlp/w_in``), an output
+            path (``out/0/blocks/0/mlp/w_in``), or ``name:<name>`` for every value named
+            ``<name>`` by `jax.ad_checkpoint.checkpoint_name`.
         """
+        if selector_or_path.startswith("name:"):  # a value named by checkpoint_name
+            from partir.tactics.manual import named_values, value_names
+
+            name = selector_or_path[len("name:") :]
+            found = named_values(self.propagator.module, name)
+            if not found:
+                raise SelectorError(
+                    f"plan.explain({selector_or_path!r}): no value is named {name!r} by "
+                    f"checkpoint_name; the names used are {value_names(self.propagator.module)}."
+                )
+            return "\n".join(
+                self._explain_value(f"{selector_or_path}" + (f"#{k}" if len(found) > 1 else ""), v)
+                for k, v in enumerate(found)
+            )
         paths = self.program.input_paths + self.program.output_paths
         values = self._inputs + self._outputs
         hits = select(selector_or_path, paths)
@@ -269,18 +294,22 @@ class Plan:
             f"mode={self.mode}",
             f"{len(self.schedule)} tactic{'s' if len(self.schedule) != 1 else ''}",
             f"{len(self.program.input_paths)} inputs",
-            f"{len(self.conflicts)} conflicts",
+            f"{len(self.conflicts)} conflicts"
+            f" ({sum(c.kind == 'clash' for c in self.conflicts)} clashes)",
         ]
         if "lowered" in self.__dict__:
             parts.append(f"{len(self.collectives())} collectives")
         return f"<partir.Plan {'; '.join(parts)}>"
 
     def __str__(self) -> str:
-        self.propagator.write_to_ir()
-        header = f"// mesh {dict(self.mesh.shape)}; schedule: " + "; ".join(
-            repr(t) for t in self.schedule
-        )
-        return header + "\n" + str(self.program)
+        """The plan in a screen (`describe`): the schedule, per argument its shardings
+        grouped by pattern, the collectives per kind. `ir()` is the full IR."""
+        return describe_text(self)
+
+    def ir(self) -> str:
+        """The program's IR with every decided sharding written in, under a comment with
+        the mesh and schedule: what `partir opt -p partir-propagate` reads back."""
+        return ir_text(self)
 
     def fingerprint(self) -> str:
         """A stable hash (sha256 hex) of what the plan runs: the IR with its shardings
@@ -301,14 +330,18 @@ class Plan:
         for code to paste."""
         return found_schedule(self.schedule, self.records)
 
-    def summary(self) -> str:
-        """One line per tactic: what it seeded and the conflicts it met."""
-        out = []
-        for rec in self.records:
-            out.append(
-                f"#{rec.index} {rec.tactic!r}: seeded {len(rec.seeded)} inputs, {len(rec.conflicts)} conflicts"
-            )
-        return "\n".join(out)
+    def summary(self) -> Text:
+        """Per tactic its seeds and conflicts; per argument its shardings, layers grouped."""
+        return Text(summary_text(self))
+
+    def show_sharding(self, path: str) -> Text:
+        """One input's or output's tiles as a text grid: element ranges and devices."""
+        return Text(sharding_grid_text(self, path))
+
+    def describe(self, full: bool = False) -> Text:
+        """The plan in a screen: `summary` and the collectives per kind (`str(plan)`); with
+        `full`, the IR with every sharding (`plan.ir()`)."""
+        return Text(describe_text(self, full))
 
     # -- execution -----------------------------------------------------------------------
 
@@ -324,7 +357,9 @@ class Plan:
 
     def collectives(self) -> CollectiveTable:
         """Every collective of the device-local program: kind, axes, bytes, source line."""
-        return collective_table(self.lowered.module, self.mesh)
+        return collective_table(
+            self.lowered.module, self.mesh, (self.program.input_paths, self.program.output_paths)
+        )
 
     def simulate(self, hardware: Any = "cpu", **options: Any) -> Report:
         """Predict per-device step time and memory of the planned program on `hardware`.

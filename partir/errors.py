@@ -69,3 +69,7 @@ class PlanMismatchError(PartIRError):
 
 class LocalShapeError(ProgramError):
     """`plan.shard_batch` got process-local data whose shape does not fit the plan."""
+
+
+class ShardMapError(UnsupportedPrimitiveError):
+    """A `jax.shard_map` region inside the partitioned function cannot run in spmd mode."""

@@ -132,3 +132,166 @@ def test_mfu_keeps_enough_digits_to_be_nonzero(mfu, text):
     from partir.simulator.display import fmt_mfu
 
     assert fmt_mfu(mfu) == text
+
+
+@pytest.mark.parametrize("schedule_name", ["BP+MP+Z3", "MP+SP"])
+def test_zoo_gpt_collectives_blame_the_model_and_name_gradients(schedule_name):
+    """On the zoo GPT (an optax AdamW step), every collective's location is in the
+    model's own files (none in optax, jax or site-packages), and every parameter's
+    gradient reduction names the parameter it serves."""
+    p = gpt_plan(schedule_name)
+    table = p.collectives()
+    model_files = {"partir/testing/_zoo.py", "partir/testing/_transformer_models.py"}
+    for c in table:
+        assert c.source.split(":")[0] in model_files, c
+    params = [path for path in p.program.input_paths if path.startswith("params/")]
+    named = [c.serves for c in table if c.serves]
+    assert len(named) == len(set(named))  # one reduction per gradient (optimized)
+    if schedule_name == "BP+MP+Z3":
+        # the data is split on 'batch': every gradient is a pending sum there
+        assert set(named) == {f"grad of {path}" for path in params}
+    else:
+        # the data is split on 'model' (SP): every parameter replicated on it has a
+        # pending-sum gradient; one split there (MP's) is whole on each device
+        replicated = {path for path in params if "model" not in str(p.sharding_of(path).spec)}
+        assert replicated and set(named) == {f"grad of {path}" for path in replicated}
+    # only reductions name a gradient, and every named one is a reduction
+    assert all(c.kind in ("all_reduce", "reduce_scatter") for c in table if c.serves)
+    # the library frame stays as a secondary note: the gradient reductions the model's
+    # line handed to optax say where in optax, by package path (no site-packages prefix)
+    vias = [c.via for c in table if c.via]
+    assert vias and all(v.startswith("optax/") for v in vias), vias
+    text = str(table)
+    assert all(f"{serves}: " in text for serves in named)
+    # the loss is reduced as an output named by its path
+    loss = [c for c in table if c.reason.startswith("out/")]
+    assert loss and all(re.fullmatch(r"out/\d+(/.*)?", c.reason) for c in loss)
+
+
+def test_summary_groups_layers_and_names_every_leaf_once():
+    p = gpt_plan("BP+MP+Z3")
+    text = p.summary()
+    params = [path for path in p.program.input_paths if path.startswith("params/")]
+    layers = {path.split("/")[2] for path in params if path.startswith("params/blocks/")}
+    assert len(layers) == 2
+    # one line for q of every layer, with the plan's own sharding of layer 0
+    spec = str(p.sharding_of("params/blocks/0/attn/q").spec).replace("PartitionSpec", "P")
+    (line,) = [ln for ln in text.splitlines() if ln.strip().startswith("blocks/*/attn/q ")]
+    assert spec in line and line.rstrip().endswith("x2"), line
+    assert "blocks/0/attn/q" not in text
+    # the leaf counts add up to the inputs and outputs
+    counts = [int(m) for m in re.findall(r"\((\d+) lea(?:ves|f)\)", text)]
+    assert sum(counts) == len(p.program.input_paths) + len(p.program.output_paths)
+    assert "0 clashes" in text.splitlines()[0]
+
+
+def test_summary_splits_a_pattern_whose_layers_differ():
+    m = models.get("gpt", abstract=True, dtype="float32", layers=2)
+    schedule = [partir.ManualPartition({"params/blocks/0/attn/q": 1}, axis="model")]
+    p = partir.partition(schedule, mesh=mesh_2d())(m.fn).plan(*m.args)
+    lines = [ln.strip() for ln in p.summary().splitlines()]
+    assert any(ln.startswith("blocks/0/attn/q ") and "'model'" in ln for ln in lines)
+    assert any(ln.startswith("blocks/1/attn/q ") and "P()" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("path", ["params/blocks/0/attn/q", "params/head", "batch/tokens"])
+def test_show_sharding_cells_are_the_jax_tiles(path):
+    """Each cell's element ranges and devices are what JAX's NamedSharding says."""
+    p = gpt_plan("BP+MP+Z3")
+    text = str(p.show_sharding(path))
+    sharding = p.sharding_of(path)
+    value = dict(zip(p.program.input_paths, p.program.function.args, strict=True))[path]
+    shape = tuple(value.type.get_shape())
+    theirs: dict[str, list[int]] = {}
+    for device, index in sharding.devices_indices_map(shape).items():
+        key = ", ".join(
+            ":" if (s.start, s.stop) in ((None, None), (0, n)) else f"{s.start}:{s.stop}"
+            for s, n in zip(index, shape, strict=True)
+        )
+        theirs.setdefault(key, []).append(device.id)
+    cells = re.findall(r"\[([^\]]*)\]", text.split("\n", 1)[1])
+    devs = re.findall(r"dev ([\d,\-]+)", text)
+    assert len(cells) == len(devs) == len(theirs)
+    for cell, dev in zip(cells, devs, strict=True):
+        ids = sorted(theirs[cell])
+        expect = (
+            f"{ids[0]}-{ids[-1]}"
+            if len(ids) > 2 and ids == list(range(ids[0], ids[-1] + 1))
+            else ",".join(map(str, ids))
+        )
+        assert dev == expect, (cell, dev, ids)
+    assert path in text.splitlines()[0]
+
+
+def test_describe_is_compact_and_full_is_the_ir():
+    p = gpt_plan("BP+MP+Z3")
+    compact = p.describe()
+    assert len(compact.splitlines()) < len(p.ir().splitlines()) // 5
+    assert "out/0 (29 leaves): as params" in compact
+    assert p.describe(full=True) == p.ir()
+    assert str(p) == compact  # print(plan) is the compact view
+    n = sum(c.communicates for c in p.collectives())
+    assert f"collectives: {n} communicating" in compact
+
+
+def test_report_says_latency_bound_by_its_rule():
+    """The toy GPT's collectives are a few KiB: their latency, not their bytes, sets the
+    time, and the headline says so; the split into bandwidth and latency time is the
+    collectives' bytes at the links' achieved bandwidth."""
+    p = gpt_plan("BP+MP+Z3")
+    report = p.simulate("h100")
+    moved = 0.0
+    for row in report.collectives:
+        links = [report.topology[a].link for a in row.axes]
+        if row.bytes_sent:
+            moved += row.bytes_sent / min(k.bandwidth_bytes_per_s * k.efficiency for k in links)
+    assert report.bandwidth_time_s == pytest.approx(min(moved, report.communication_time_s))
+    assert report.latency_time_s == pytest.approx(
+        report.communication_time_s - report.bandwidth_time_s
+    )
+    comm, compute = report.communication_time_s, report.compute_time_s
+    expected = (
+        "compute-bound"
+        if comm < compute
+        else "latency-bound"
+        if report.latency_time_s > comm / 2
+        else "communication-bound"
+    )
+    assert report.bound == expected == "latency-bound"
+    text = str(report)
+    assert "latency-bound: communication" in text
+    assert "latency-bound" in report_html(report, plots=False)
+
+
+def test_report_explains_flop_counts_only_where_they_differ():
+    p = gpt_plan("BP+MP+Z3")
+    report = p.simulate("tpu-v5p")
+    differ = abs(report.flops - report.executed_flops) > 0.01 * report.executed_flops
+    assert bool(report.flops_note()) == differ
+    if differ:
+        assert report.flops_note() in str(report)
+    scan = models.get("gpt_scan", abstract=True, layers=2)
+    plan = partir.partition([*BP(), *MP(stacked=True)], mesh=mesh_2d(), mode="spmd")(scan.fn).plan(
+        *scan.args
+    )
+    looped = plan.simulate("tpu-v5p")
+    assert looped.flops < looped.executed_flops  # a scan body counted once by XLA
+    assert "loop body once" in looped.flops_note()
+
+
+@pytest.mark.parametrize(
+    "name", ["linen_encoder", "equinox_transformer", "haiku_transformer", "nnx_decoder"]
+)
+def test_library_models_gradients_named_and_blamed_on_the_model(name):
+    """Flax, Equinox and Haiku steps with optax: under data parallelism every parameter's
+    gradient all-reduce names it, and every collective is located in the model's file."""
+    model = getattr(models, name)()
+    mesh = jax.make_mesh((8,), ("batch",), axis_types=(AxisType.Auto,))
+    schedule = [partir.ManualPartition({"batch": 0}, axis="batch")]
+    p = partir.partition(schedule, mesh=mesh, mode="spmd")(model.fn).plan(*model.args)
+    table = p.collectives()
+    params = [path for path in p.program.input_paths if path.startswith("params/")]
+    assert sorted(c.serves for c in table if c.serves) == sorted(f"grad of {x}" for x in params)
+    assert {c.source.split(":")[0] for c in table} == {"partir/testing/_library_models.py"}
+    (loss,) = [c for c in table if not c.serves]
+    assert re.fullmatch(r"out/\d+", loss.reason)

@@ -100,9 +100,20 @@ def _scan(op: ir.ScanOp, args: list[Any]) -> list[Any]:
     )
     region = op.bodies[0]
 
+    def step(carry: list[Any], x: list[Any]) -> list[Any]:
+        return evaluate_region(region, [*consts, *carry, *x])
+
+    vma = _carry_variance(
+        lambda c: step(c, [a[0] for a in xs])[:n_carry] if xs else step(c, [])[:n_carry],
+        init,
+        args,
+    )
+    init = [jax_compat.vary_over(c, axes) for c, axes in zip(init, vma, strict=True)]
+
     def body(carry: list[Any], x: list[Any]) -> tuple[list[Any], list[Any]]:
-        outs = evaluate_region(region, [*consts, *carry, *x])
-        return outs[:n_carry], outs[n_carry:]
+        outs = step(carry, x)
+        new = [jax_compat.vary_over(c, axes) for c, axes in zip(outs[:n_carry], vma, strict=True)]
+        return new, outs[n_carry:]
 
     carry, ys = jax.lax.scan(
         body, init, xs, length=p["length"], reverse=p["reverse"], unroll=p.get("unroll", 1)
@@ -110,22 +121,67 @@ def _scan(op: ir.ScanOp, args: list[Any]) -> list[Any]:
     return [*carry, *ys]
 
 
+def _carry_variance(
+    step: Callable[[list[Any]], list[Any]], init: list[Any], operands: list[Any]
+) -> list[frozenset[str]]:
+    """The manual axes each loop carry must vary over so that one iteration returns carries
+    of the types it was given (inside spmd mode's `shard_map`; all empty outside it).
+
+    A carry that starts the same on every device (a broadcast constant) but that the body
+    makes differ (it mixes in a sharded operand) must be marked varying from the start;
+    marking is free, and the fixed point is reached within one pass per mesh axis."""
+    vma = [jax_compat.varying_axes(c) for c in init]
+    if not any(jax_compat.varying_axes(x) for x in operands):
+        return vma  # nothing varies (outside shard_map): no types to reconcile
+    while True:
+        outs = jax.eval_shape(
+            lambda *c, vma=vma: step(
+                [jax_compat.vary_over(x, a) for x, a in zip(c, vma, strict=True)]
+            ),
+            *init,
+        )
+        grown = [a | jax_compat.varying_axes(o) for a, o in zip(vma, outs, strict=True)]
+        if grown == vma:
+            return vma
+        vma = grown
+
+
 def _while(op: ir.WhileOp, args: list[Any]) -> list[Any]:
     p = dict(op.params.items())
     nc, nb = p["cond_nconsts"], p["body_nconsts"]
     cond_consts, body_consts, init = args[:nc], args[nc : nc + nb], args[nc + nb :]
     cond_region, body_region = op.bodies
+
+    def step(c: list[Any]) -> list[Any]:
+        return evaluate_region(body_region, [*body_consts, *c])
+
+    vma = _carry_variance(step, list(init), list(args))
     return jax.lax.while_loop(
         lambda c: evaluate_region(cond_region, [*cond_consts, *c])[0],
-        lambda c: evaluate_region(body_region, [*body_consts, *c]),
-        list(init),
+        lambda c: [jax_compat.vary_over(x, a) for x, a in zip(step(c), vma, strict=True)],
+        [jax_compat.vary_over(x, a) for x, a in zip(init, vma, strict=True)],
     )
 
 
 def _cond(op: ir.CondOp, args: list[Any]) -> list[Any]:
     index, operands = args[0], args[1:]
     branches = [(lambda *xs, r=region: evaluate_region(r, list(xs))) for region in op.bodies]
-    return jax.lax.switch(index, branches, *operands)
+    if not any(jax_compat.varying_axes(x) for x in args):
+        return jax.lax.switch(index, branches, *operands)
+    # inside spmd mode's shard_map every branch must return the same types, manual-axis
+    # variance included: each result varies over what it varies over in any branch
+    shapes = [jax.eval_shape(b, *operands) for b in branches]
+    vma = [
+        frozenset().union(*(jax_compat.varying_axes(s[k]) for s in shapes))
+        for k in range(len(shapes[0]))
+    ]
+
+    def unified(branch: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+        return lambda *xs: [
+            jax_compat.vary_over(x, a) for x, a in zip(branch(*xs), vma, strict=True)
+        ]
+
+    return jax.lax.switch(index, [unified(b) for b in branches], *operands)
 
 
 def _remat(op: ir.RematOp, args: list[Any]) -> list[Any]:
@@ -158,6 +214,12 @@ def evaluate_op(
 ) -> list[Any]:
     """Run one op on JAX values; `run_block` evaluates region bodies (default: plainly)."""
     if isinstance(op, ir.PrimOp):
+        if op.primitive_name == "sharding_constraint":
+            # the user's constraint is a seed of the plan, whose own constraints (annotate)
+            # or shard_map layouts (spmd) carry the layout: here it is the identity
+            return list(args)
+        if op.primitive_name == "shard_map":  # the user's own region, on global values
+            return jax_compat.bind_shard_map(decode_params(op), list(args))
         return _bind(op, args)
     if isinstance(op, ir.ConstantOp):
         return [constant_value(op)]

@@ -133,6 +133,10 @@ def is_shaped_array(value: Any) -> bool:
     return isinstance(value, jax.core.ShapedArray)
 
 
+_LAYOUT_PARAMS = ("sharding", "out_sharding")
+"""Primitive parameters that hold the layout of the op's result (None: JAX decides)."""
+
+
 def canonical_params(primitive: str, params: dict[str, Any]) -> dict[str, Any]:
     """A primitive's parameters in the version-independent form the IR stores.
 
@@ -141,7 +145,20 @@ def canonical_params(primitive: str, params: dict[str, Any]) -> dict[str, Any]:
     `num_consts` and `num_carry` instead (jax <= 0.10's own parameters), so rules, passes
     and printed programs do not depend on JAX's internal tree type. The backend rebuilds the
     loop with `jax.lax.scan`, which needs only those counts.
+
+    `sharding_constraint` and `reshard` (the user's own layouts): `user_sharding_params`;
+    `shard_map` (a region of the user's own): `shard_map_params`.
+    Any other primitive's result layout (``sharding``, ``out_sharding``) is dropped.
     """
+    if primitive in ("sharding_constraint", "reshard"):
+        return user_sharding_params(primitive, params)
+    if primitive == "shard_map":
+        return shard_map_params(params)
+    if any(isinstance(params.get(k), jax.sharding.Sharding) for k in _LAYOUT_PARAMS):
+        # an op's own result layout (`broadcast_in_dim[sharding=...]`, the zeros JAX's AD
+        # makes; `dot_general[out_sharding=...]`): the plan decides layouts, and a mesh
+        # other than the partitioning one cannot be bound inside spmd mode's shard_map
+        params = {k: None if k in _LAYOUT_PARAMS else v for k, v in params.items()}
     if primitive == "scan" and "ft_in" in params:
         consts, carry, _ = params["ft_in"].unpack()
         out = {}
@@ -153,6 +170,132 @@ def canonical_params(primitive: str, params: dict[str, Any]) -> dict[str, Any]:
                 out[key] = value
         return out
     return params
+
+
+def user_sharding_params(primitive: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A user's `with_sharding_constraint` (``sharding_constraint``) or `reshard` as plain
+    values: ``kind`` (which of the two), ``spec`` (per dimension, the tuple of mesh axis
+    names tiling it, major to minor; ``None`` for a dimension left to XLA,
+    `PartitionSpec.UNCONSTRAINED`), ``mesh`` (the ``(name, size)`` pairs of the mesh the
+    sharding names) and ``sharding`` (the class name of a sharding that is not a
+    `NamedSharding`: nothing to map, ``spec`` and ``mesh`` are empty).
+
+    Depends on `sharding_constraint`'s ``sharding`` and ``unconstrained_dims`` parameters
+    and `reshard`'s ``dst_sharding`` (jax >= 0.6), and `NamedSharding.spec` / ``.mesh``.
+    """
+    sharding = params.get("sharding", params.get("dst_sharding"))
+    kind = "reshard" if primitive == "reshard" else "with_sharding_constraint"
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return {"kind": kind, "spec": (), "mesh": (), "sharding": type(sharding).__name__}
+    unconstrained = set(params.get("unconstrained_dims", ()) or ())
+    spec: list[tuple[str, ...] | None] = []
+    for d, entry in enumerate(sharding.spec):
+        if d in unconstrained or entry is jax.sharding.PartitionSpec.UNCONSTRAINED:
+            spec.append(None)
+        elif entry is None:
+            spec.append(())
+        else:
+            spec.append(tuple(str(a) for a in (entry if isinstance(entry, tuple) else (entry,))))
+    for d in sorted(unconstrained):
+        spec.extend([()] * (d + 1 - len(spec)))
+        spec[d] = None
+    mesh = sharding.mesh
+    pairs = tuple((str(n), int(s)) for n, s in zip(mesh.axis_names, mesh.axis_sizes, strict=True))
+    return {"kind": kind, "spec": tuple(spec), "mesh": pairs, "sharding": "NamedSharding"}
+
+
+def _spec_dims(spec: Any) -> tuple[tuple[str, ...], ...]:
+    out = []
+    for entry in spec:
+        axes = () if entry is None else entry if isinstance(entry, tuple) else (entry,)
+        out.append(tuple(str(a) for a in axes))
+    return tuple(out)
+
+
+def shard_map_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A `jax.shard_map` region as plain values plus its body: ``axes`` (the ``(name,
+    size)`` pairs of its mesh), ``manual`` (the axes it makes manual), ``in_specs`` and
+    ``out_specs`` (per operand / result, per dimension, the axes tiling it), ``check_vma``,
+    and, kept by reference, ``mesh`` and ``jaxpr`` (the body, in the per-device view).
+
+    Depends on `shard_map`'s parameters ``mesh``, ``in_specs``, ``out_specs``,
+    ``check_vma``, ``newly_manual_axes`` and ``jaxpr`` (jax >= 0.7)."""
+    mesh = params["mesh"]
+    return {
+        "axes": tuple(
+            (str(n), int(s)) for n, s in zip(mesh.axis_names, mesh.axis_sizes, strict=True)
+        ),
+        "manual": tuple(sorted(str(a) for a in params.get("newly_manual_axes", mesh.axis_names))),
+        "in_specs": tuple(_spec_dims(s) for s in params["in_specs"]),
+        "out_specs": tuple(_spec_dims(s) for s in params["out_specs"]),
+        "check_vma": bool(params.get("check_vma", True)),
+        "mesh": mesh,
+        "jaxpr": params["jaxpr"],
+    }
+
+
+def _partition_spec(dims: Any) -> Any:
+    return jax.sharding.PartitionSpec(
+        *(None if not axes else axes[0] if len(axes) == 1 else tuple(axes) for axes in dims)
+    )
+
+
+def bind_shard_map(params: dict[str, Any], args: list[Any]) -> list[Any]:
+    """A `shard_map` region again, on global values (`shard_map_params`' parameters)."""
+    body = params["jaxpr"]
+    jaxpr, consts = (body.jaxpr, body.consts) if isinstance(body, ClosedJaxpr) else (body, ())
+
+    def local(*xs: Any) -> list[Any]:
+        return list(jax.core.eval_jaxpr(jaxpr, consts, *xs))
+
+    mapped = jax.shard_map(
+        local,
+        mesh=params["mesh"],
+        in_specs=tuple(_partition_spec(s) for s in params["in_specs"]),
+        out_specs=[_partition_spec(s) for s in params["out_specs"]],
+        axis_names=set(params["manual"]),
+        check_vma=params["check_vma"],
+    )
+    return list(mapped(*args))
+
+
+def eval_jaxpr_with(body: Any, args: list[Any], prepare: Any) -> list[Any]:
+    """Evaluate a (closed) jaxpr equation by equation, passing each equation's operands
+    through `prepare` first (spmd mode matches their manual-axis variance there).
+
+    Depends on `Primitive.get_bind_params` and `jax.core.Literal`, as `jax.core.eval_jaxpr`."""
+    jaxpr, consts = (body.jaxpr, body.consts) if isinstance(body, ClosedJaxpr) else (body, ())
+    env: dict[Any, Any] = dict(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+
+    def read(atom: Any) -> Any:
+        return atom.val if isinstance(atom, Literal) else env[atom]
+
+    for eqn in jaxpr.eqns:
+        operands = prepare([read(v) for v in eqn.invars])
+        if eqn.primitive.name == "pvary":
+            # the body was typed on the user's mesh, where an input of a replicated spec is
+            # invariant; here it may already vary over those axes, and marking a value
+            # varying twice is an error, so only the missing axes are added
+            outs = [vary_over(x, tuple(eqn.params["axes"])) for x in operands]
+            env.update((v, x) for v, x in zip(eqn.outvars, outs, strict=True))
+            continue
+        # `get_bind_params` gives the parameters alone on jax >= 0.12, (subfuns, params) before
+        got = eqn.primitive.get_bind_params(eqn.params)
+        subfuns, bind_params = got if isinstance(got, tuple) else ([], got)
+        outs = eqn.primitive.bind(*subfuns, *operands, **bind_params)
+        outs = outs if eqn.primitive.multiple_results else [outs]
+        for var, value in zip(eqn.outvars, outs, strict=True):
+            if not isinstance(var, DropVar):
+                env[var] = value
+    return [read(v) for v in jaxpr.outvars]
+
+
+def vary_over(x: Any, axes: Any) -> Any:
+    """`x` marked varying over `axes` as well (inside `jax.shard_map`; a no-op for axes it
+    already varies over, and outside, where `axes` is empty)."""
+    missing = tuple(sorted(a for a in axes if a not in varying_axes(x)))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
 def bind_checkpoint(
@@ -187,6 +330,12 @@ def is_tracer(value: Any) -> bool:
     """Whether `value` is a tracer of an enclosing transform (`jax.core.Tracer`): it has an
     abstract value but no data or placement to read."""
     return isinstance(value, jax.core.Tracer)
+
+
+def use_abstract_mesh(mesh: Any) -> Any:
+    """A context manager making `mesh` the context (abstract) mesh, also inside `jax.jit`
+    (where `jax.set_mesh` is refused): `jax.sharding.use_abstract_mesh`."""
+    return jax.sharding.use_abstract_mesh(mesh)
 
 
 def varying_axes(value: Any) -> frozenset[str]:

@@ -24,10 +24,12 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation
 
 from partir import ir
-from partir.backend import evaluate
+from partir.backend import evaluate, jax_compat
 from partir.backend.annotate import partition_spec
-from partir.backend.jax_compat import varying_axes
+from partir.backend.jax_compat import use_abstract_mesh, varying_axes
 from partir.backend.known import numpy_dtype
+from partir.errors import ShardMapError
+from partir.ir.locations import location_of
 
 
 def _axis_names(axes: Sequence[str]) -> str | tuple[str, ...]:
@@ -125,6 +127,74 @@ def _broadcast_from_first(x: Any, axes: tuple[str, ...]) -> Any:
     return jax.lax.psum(x, axes)
 
 
+def _shard_map_region(op: ir.PrimOp, operands: list[Any], sizes: dict[str, int]) -> list[Any]:
+    """Run the user's `jax.shard_map` region inside spmd mode's own `shard_map`.
+
+    Its body is per-device code on the region's mesh; spmd mode already runs per device
+    on the partitioning mesh, so the body runs directly, on the blocks its ``in_specs``
+    name. Lowering hands each operand in the layout of its ``in_specs`` (resharding into it
+    is planned communication), and the body's results are the per-device blocks of its
+    ``out_specs``: the layout lowering gave them.
+    """
+    params = evaluate.decode_params(op)
+    where = f"jax.shard_map at {location_of(op)}"
+    axes = dict(params["axes"])
+    if axes != sizes or set(params["manual"]) != set(sizes):
+        raise ShardMapError(
+            f"{where} is on mesh {axes} (manual over {sorted(params['manual'])}); spmd mode "
+            f"runs its body per device of the partitioning mesh {sizes}, so the two must be "
+            "the same mesh, manual over every axis. Pass the partitioning mesh to "
+            "jax.shard_map (or partition on the region's mesh), or use mode='annotate'."
+        )
+    # lowering hands each operand as the block its in_spec names (`_region_specs` in
+    # lower_to_spmd): the body runs on them as they are
+    outs = jax_compat.eval_jaxpr_with(params["jaxpr"], list(operands), _match_vma)
+    return [
+        _to_layout(value, spec, ir.shape_of(t), sizes, f"{where}: result {k}")
+        for k, (value, spec, t) in enumerate(
+            zip(outs, params["out_specs"], op.result_types, strict=True)
+        )
+    ]
+
+
+def _to_layout(
+    block: Any,
+    spec: Sequence[Sequence[str]],
+    local: tuple[int, ...],
+    sizes: dict[str, int],
+    what: str,
+) -> Any:
+    """A result block (tiled as `spec`) as the `local` shape lowering planned for it.
+
+    Lowering lets a mesh axis tile one factor of an op, so when two results of a region
+    are tiled on the same axis, only the first keeps it: the others are planned with a
+    prefix of their axes, and the minor axes are gathered here (a collective of the
+    region's own, like the ones its body runs, not in `plan.collectives()`)."""
+    for d, axes in enumerate(spec):
+        have, want = block.shape[d], local[d]
+        k = len(axes)
+        while want > have and k > 0:
+            k -= 1
+            have *= sizes[axes[k]]
+        if have != want:
+            raise ShardMapError(
+                f"{what} is a block of shape {tuple(block.shape)} per device, but the plan "
+                f"lays it out as {local} per device: a tactic disagrees with the region's "
+                "out_specs (see plan.conflicts). Make the schedule agree with the out_specs, "
+                "or use mode='annotate'."
+            )
+        if k < len(axes):
+            block = jax.lax.all_gather(
+                block, _axis_names(axes[k:]), axis=d, tiled=True, to="invarying"
+            )
+    if tuple(block.shape) != tuple(local):
+        raise ShardMapError(
+            f"{what} is a block of shape {tuple(block.shape)} per device, but the plan lays "
+            f"it out as {local} per device (see plan.conflicts); use mode='annotate'."
+        )
+    return block
+
+
 def _run_block(block: Block, args: Sequence[Any], sizes: dict[str, int]) -> list[Any]:
     env: dict[Any, Any] = dict(zip(block.args, args, strict=True))
     for op in block.ops:
@@ -138,6 +208,8 @@ def _run_block(block: Block, args: Sequence[Any], sizes: dict[str, int]) -> list
                 operands = _match_vma(operands)
             if isinstance(op, ir.PrimOp) and op.primitive_name in HOST_CALLBACKS:
                 outs = _on_first_device(op, operands, sizes)
+            elif isinstance(op, ir.PrimOp) and op.primitive_name == "shard_map":
+                outs = _shard_map_region(op, operands, sizes)
             else:
                 outs = evaluate.evaluate_op(op, operands, lambda b, a: _run_block(b, a, sizes))
         for result, value in zip(op.results, outs, strict=True):
@@ -166,8 +238,15 @@ def emit_spmd(
         return tuple(_run_block(block, leaves, sizes))
 
     mapped = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=True)
+
+    def run(*leaves: Any) -> tuple[Any, ...]:
+        # the user may call the step inside `jax.set_mesh(their_mesh)` (MaxText does);
+        # shard_map requires the context mesh to be its own, so trace under the plan's
+        with use_abstract_mesh(mesh.abstract_mesh):
+            return mapped(*leaves)
+
     return jax.jit(
-        mapped,
+        run,
         in_shardings=tuple(NamedSharding(mesh, s) for s in in_specs),
         out_shardings=tuple(NamedSharding(mesh, s) for s in out_specs),
         donate_argnums=tuple(donate_argnums),

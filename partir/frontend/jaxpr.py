@@ -3,6 +3,9 @@
 Each equation becomes a `partir.prim` op; `scan`, `while`, `cond` and `remat2` keep
 their sub-programs as regions; nested `jit`, `closed_call` and custom-derivative calls
 are inlined (the program is already differentiated, so their rules are not needed).
+The user's own sharding code stays visible: `with_sharding_constraint` / `reshard` become
+identity ``sharding_constraint`` ops and a `jax.shard_map` one ``shard_map`` op whose
+body is kept whole; the API seeds the plan with them (`partir.frontend.constraints`).
 Literals and closed-over constants become exact `partir.constant` ops, and every op
 carries the user's source line as its location.
 """
@@ -20,6 +23,7 @@ import numpy as np
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
+    CallSiteLoc,
     DictionaryAttr,
     FileLineColLoc,
     IntAttr,
@@ -54,6 +58,9 @@ _REGION_PARAMS: dict[str, tuple[str, ...]] = {
     "cond": ("branches",),
     "remat2": ("jaxpr",),
 }
+
+USER_SHARDING = frozenset({"sharding_constraint", "reshard"})
+"""The user's sharding code: one identity ``sharding_constraint`` op each, seeded by the API."""
 
 _KEY_PRIMITIVES = frozenset(
     {"random_wrap", "random_unwrap", "iota_2x32_shape", *keys.EXPANDED, *keys.IDENTITY}
@@ -138,19 +145,34 @@ class _Converter:
         traceback = jcore.traceback_of(eqn.source_info)
         if traceback in self.locations:
             return self.locations[traceback] or fallback
-        own, _library = jcore.user_frames(traceback, is_library_file)
+        own, library = jcore.user_frames(traceback, is_library_file)
         loc: Attribute | None = None
         if own is not None:
-            file, line, col, fn = own
-            file = notebook_cell(file) or file
-            if os.path.isabs(file) and file.startswith(self.cwd):
-                file = os.path.relpath(file, self.cwd)
-            loc = NameLoc(
-                StringAttr(fn.rpartition(".")[2]),
-                FileLineColLoc(StringAttr(file), IntAttr(int(line)), IntAttr(int(col))),
-            )
+            loc = self.frame_loc(own)
+            if library is not None:
+                # MLIR's call-site form: the library code (optax's update, flax's
+                # attention) called at the user's line, which stays the location people see
+                loc = CallSiteLoc(self.frame_loc(library), loc)
         self.locations[traceback] = loc
         return loc or fallback
+
+    def frame_loc(self, frame: tuple[str, int, int, str]) -> NameLoc:
+        """``fn("file":line:col)`` for one frame: the user's files relative to the working
+        directory, a library's from its package (no site-packages prefix), notebook cells
+        as ``In [3]``."""
+        file, line, col, fn = frame
+        file = notebook_cell(file) or file
+        norm = file.replace("\\", "/")
+        for marker in ("/site-packages/", "/dist-packages/"):
+            if marker in norm:
+                file = norm.rsplit(marker, 1)[1]
+                break
+        if os.path.isabs(file) and file.startswith(self.cwd):
+            file = os.path.relpath(file, self.cwd)
+        return NameLoc(
+            StringAttr(fn.rpartition(".")[2]),
+            FileLineColLoc(StringAttr(file), IntAttr(int(line)), IntAttr(int(col))),
+        )
 
     def constant(
         self, value: Any, aval: Any, ops: list[Operation], cache: dict[Any, SSAValue]
@@ -209,13 +231,14 @@ class _Converter:
             elif name in _KEY_PRIMITIVES:
                 outs = self.key_op(eqn, invals, ops, literals, loc)
             else:
-                register_primitive(eqn.primitive)
+                # One op per equation. The user's own sharding code is one op too, with
+                # plain parameters the API turns into seeds (`partir.frontend.constraints`):
+                # a shard_map region (its body kept whole) or an identity constraint.
+                prim = "sharding_constraint" if name in USER_SHARDING else name
+                if name != "shard_map" and name not in USER_SHARDING:
+                    register_primitive(eqn.primitive)
                 op = ir.PrimOp(
-                    name,
-                    invals,
-                    _result_types(eqn),
-                    encode_params(name, eqn.params),
-                    loc,
+                    prim, invals, _result_types(eqn), encode_params(name, eqn.params), loc
                 )
                 ops.append(op)
                 outs = list(op.outs)

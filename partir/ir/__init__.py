@@ -14,6 +14,8 @@ from partir.ir.dtypes import UnsupportedDtypeError as UnsupportedDtypeError
 from partir.ir.dtypes import dtype_of as dtype_of
 from partir.ir.dtypes import shape_of as shape_of
 from partir.ir.dtypes import tensor_type as tensor_type
+from partir.ir.locations import library_location_of as library_location_of
+from partir.ir.locations import location_of as location_of
 from partir.ir.ops import COMPACT as COMPACT
 from partir.ir.ops import REGION_OPS as REGION_OPS
 from partir.ir.ops import CondOp as CondOp
@@ -43,3 +45,6 @@ from partir.ir.spmd import CollectiveOp as CollectiveOp
 from partir.ir.spmd import CollectivePermuteOp as CollectivePermuteOp
 from partir.ir.spmd import ReduceScatterOp as ReduceScatterOp
 from partir.ir.spmd import Spmd as Spmd
+from partir.ir.verify import check_sharding as check_sharding
+from partir.ir.verify import verify_if_enabled as verify_if_enabled
+from partir.ir.verify import verify_module as verify_module

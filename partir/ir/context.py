@@ -5,6 +5,7 @@ from __future__ import annotations
 from xdsl.context import Context
 from xdsl.dialects.builtin import Builtin, ModuleOp
 from xdsl.dialects.func import Func
+from xdsl.dialects.shard import Shard
 from xdsl.parser import Parser
 
 from partir.ir.ops import Partir
@@ -12,9 +13,10 @@ from partir.ir.spmd import Spmd
 
 
 def make_context() -> Context:
-    """A fresh context with builtin, func, partir and spmd loaded."""
+    """A fresh context with builtin, func, partir and spmd loaded (and xDSL's shard
+    dialect, whose reduction-kind attribute the spmd collectives carry)."""
     ctx = Context()
-    for dialect in (Builtin, Func, Partir, Spmd):
+    for dialect in (Builtin, Func, Shard, Partir, Spmd):
         ctx.load_dialect(dialect)
     return ctx
 

@@ -38,6 +38,7 @@ from partir.ir.constants import constant_bytes, format_constant
 from partir.ir.dtypes import dtype_of, shape_of
 from partir.ir.params import ParamsAttr, format_params, parse_params
 from partir.ir.types import KeyType
+from partir.ir.verify import verify_value_shardings
 
 COMPACT: contextvars.ContextVar[bool] = contextvars.ContextVar("partir_compact", default=False)
 """While True, ops print `[...]` in place of their parameters (readable, not parseable)."""
@@ -164,6 +165,9 @@ class PrimOp(IRDLOperation):
         op.attributes.update(attrs)
         return op
 
+    def verify_(self) -> None:
+        verify_value_shardings(self)
+
 
 @irdl_attr_definition
 class ConstantValueAttr(Data[bytes]):
@@ -265,6 +269,7 @@ class ConstantOp(IRDLOperation):
                 f"'partir.constant' op holds {len(self.value.data)} bytes for a "
                 f"{self.result.type} value, expected: {expected}"
             )
+        verify_value_shardings(self)
 
 
 @irdl_op_definition
@@ -366,6 +371,7 @@ class RegionPrimOp(IRDLOperation):
             block = region.block
             if not isinstance(block.last_op, YieldOp):
                 raise VerifyException(f"'{self.name}' op region must end in partir.yield")
+        verify_value_shardings(self)
 
 
 @irdl_op_definition

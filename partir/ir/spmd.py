@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import ArrayAttr, IntAttr, StringAttr, TensorType
+from xdsl.dialects.shard import ReductionKind, ReductionKindAttr
 from xdsl.ir import Attribute, Dialect, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
@@ -62,7 +63,7 @@ class CollectiveOp(IRDLOperation):
         props: dict[str, Attribute] = {"axes": ArrayAttr([StringAttr(a) for a in axes])}
         for key, value in fields.items():
             if key == "kind":
-                props[key] = StringAttr(str(value))
+                props[key] = ReductionKindAttr(ReductionKind(str(value)))
             elif key == "pairs":
                 props[key] = ArrayAttr(
                     [ArrayAttr([IntAttr(int(a)), IntAttr(int(b))]) for a, b in value]
@@ -88,8 +89,8 @@ class CollectiveOp(IRDLOperation):
             attr = self.properties[key]
             if isinstance(attr, IntAttr):
                 printer.print_string(f" {key} {attr.data}")
-            elif isinstance(attr, StringAttr):
-                printer.print_string(f" {key} {attr.data}")
+            elif isinstance(attr, ReductionKindAttr):
+                printer.print_string(f" {key} {attr.data.value}")
             else:
                 assert isinstance(attr, ArrayAttr)
                 pairs = ", ".join(f"[{p.data[0].data}, {p.data[1].data}]" for p in attr.data)  # type: ignore[attr-defined]
@@ -109,7 +110,17 @@ class CollectiveOp(IRDLOperation):
         for key in cls.FIELDS:
             parser.parse_keyword(key)
             if key == "kind":
-                fields[key] = parser.parse_identifier()
+                # any reduction kind xDSL's shard dialect names parses; the verifier
+                # then says which of them partir supports
+                kind_pos = parser.pos
+                kind = parser.parse_identifier()
+                if kind not in set(ReductionKind):
+                    parser.raise_error(
+                        f"'{cls.name}' op kind must be one of {REDUCTIONS}, got: {kind}",
+                        kind_pos,
+                        parser.pos,
+                    )
+                fields[key] = kind
             elif key == "pairs":
                 fields[key] = parser.parse_comma_separated_list(
                     Parser.Delimiter.SQUARE,
@@ -202,7 +213,7 @@ class AllReduceOp(CollectiveOp):
 
     name = "spmd.all_reduce"
     FIELDS: ClassVar[tuple[str, ...]] = ("kind",)
-    kind = prop_def(StringAttr)
+    kind = prop_def(ReductionKindAttr)
 
     def verify_(self) -> None:
         self._group_size()
@@ -220,7 +231,7 @@ class ReduceScatterOp(CollectiveOp):
     name = "spmd.reduce_scatter"
     FIELDS: ClassVar[tuple[str, ...]] = ("dim", "kind")
     dim = prop_def(IntAttr)
-    kind = prop_def(StringAttr)
+    kind = prop_def(ReductionKindAttr)
 
     def verify_(self) -> None:
         n = self._group_size()

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects.builtin import FileLineColLoc, NameLoc
 from xdsl.ir import Operation, SSAValue
 
 from partir import ir
+from partir.ir.locations import location_of as location_of
 from partir.rules import FactorKind, OpRule, RuleBuilder
 
 # Primitives linear in their operands (a partial sum passes through unchanged), and how:
@@ -41,26 +41,6 @@ class Edge:
     values: list[SSAValue]
     num_operands: int
     linear: str | None = None
-
-
-def location_of(op: Operation | None) -> str:
-    """``file:line (function)`` of an op's source location, or ``unknown``."""
-    if op is None:
-        return "unknown"
-    loc = op.location
-    if isinstance(loc, NameLoc) and isinstance(loc.location, FileLineColLoc):
-        return f"{_file_line(loc.location)} ({loc.desc.data})"
-    if isinstance(loc, FileLineColLoc):
-        return _file_line(loc)
-    return "unknown"
-
-
-def _file_line(loc: FileLineColLoc) -> str:
-    # a notebook cell reads as IPython's own tracebacks do: "In [3], line 2"
-    name = loc.filename.data
-    if name.startswith("In ["):
-        return f"{name}, line {loc.line.data}"
-    return f"{name}:{loc.line.data}"
 
 
 def identity_rule(

@@ -1,7 +1,7 @@
 """`partir-lower-to-spmd`: the pass form of lowering, for `partir opt` and `xdsl-opt`.
 
 Reads the same seeds as `partir-propagate` (the module's ``partir.mesh``, each entry
-argument's ``partir.sharding``, each op's ``partir.shardings``: what `print(plan)` writes),
+argument's ``partir.sharding``, each op's ``partir.shardings``: what `plan.ir()` writes),
 propagates them, and replaces the module with its device-local program: local shapes and
 explicit `spmd` collectives. Chain ``partir-optimize-collectives`` after it to fuse them.
 Inputs arrive, and outputs leave, in their propagated tilings (pending sums reduced).

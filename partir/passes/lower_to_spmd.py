@@ -28,6 +28,8 @@ from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAtt
 from xdsl.ir import Attribute, Block, Operation, OpResult, Region, SSAValue
 
 from partir import ir
+from partir.passes.edges import region_groups
+from partir.passes.localize import localize_params
 from partir.passes.propagate import Propagator, location_of
 from partir.passes.resolve import follow_operands
 from partir.rules import FactorKind, OpRule, get_rule
@@ -58,6 +60,33 @@ def _local_type(value_type: Attribute, layout: Layout, sizes: dict[str, int]) ->
     shape = ir.shape_of(value_type)
     local = tuple(s // _product(sizes, d) for s, d in zip(shape, layout.dims, strict=True))
     return ir.tensor_type(local, ir.dtype_of(value_type))
+
+
+PLANNED_PLACE = frozenset({"name"})
+"""Primitives that always run in their planned layout, never in an operand's: a value the
+user named (`checkpoint_name`) is where a tactic switches layouts (DSP's all-to-all), so
+the switch stays at the name rather than moving to the next op's operands."""
+
+
+def _region_specs(
+    op: ir.PrimOp, sizes: dict[str, int]
+) -> tuple[list[tuple[tuple[str, ...], ...]], list[tuple[tuple[str, ...], ...]]] | None:
+    """A `shard_map` op's (in_specs, out_specs) as per-dim axis tuples, when its mesh is
+    the partitioning mesh, manual over every axis (the only region spmd mode can run)."""
+    if op.primitive_name != "shard_map":
+        return None
+    params = op.params
+    if dict(params.find("axes", ())) != sizes or set(params.find("manual", ())) != set(sizes):
+        return None
+    ins = [_spec_dims(s, v) for s, v in zip(params["in_specs"], op.args, strict=True)]
+    outs = [_spec_dims(s, v) for s, v in zip(params["out_specs"], op.outs, strict=True)]
+    return ins, outs
+
+
+def _spec_dims(spec: Any, value: SSAValue) -> tuple[tuple[str, ...], ...]:
+    # a PartitionSpec may leave out its trailing untiled dims
+    dims = tuple(tuple(str(a) for a in axes) for axes in spec)
+    return dims + ((),) * (len(ir.shape_of(value.type)) - len(dims))
 
 
 def _strip_partial(layout: Layout) -> Layout:
@@ -249,9 +278,27 @@ class _Lowering:
                 for i, v in enumerate(op.args)
             ]
             results = [ir.Sharding.replicated(len(ir.shape_of(r.type))) for r in op.outs]
+        elif (specs := _region_specs(op, self.sizes)) is not None:
+            # the user's jax.shard_map: its body works on the blocks its in_specs name and
+            # makes the blocks its out_specs name, so those are the operand and result
+            # layouts (resharding into them is planned communication; none if they agree)
+            in_specs, out_specs = specs
+            operands = [
+                self.reshard(
+                    env[v][0],
+                    env[v][1],
+                    ir.Sharding(spec),
+                    dst,
+                    f"operand {i} of {where}",
+                    op.location,
+                )
+                for i, (v, spec) in enumerate(zip(op.args, in_specs, strict=True))
+            ]
+            results = [ir.Sharding(spec) for spec in out_specs]
         else:
             factor_axes, carried = self.op_sharding(op, rule, actual)
-            factor_axes = follow_operands(rule, op.args, actual, factor_axes, carried, self)
+            if op.primitive_name not in PLANNED_PLACE:
+                factor_axes = follow_operands(rule, op.args, actual, factor_axes, carried, self)
             reduce_axes = [
                 a
                 for f, axes in factor_axes.items()
@@ -291,9 +338,36 @@ class _Lowering:
     def lower_region_op(
         self, op: ir.RegionPrimOp, dst: Block, env: dict[SSAValue, tuple[SSAValue, Layout]]
     ) -> None:
-        from partir.passes.edges import region_groups
-
         where = f"{op.primitive_name} at {location_of(op)}"
+        layout = self._region_layouts(op, env)
+        operands = [
+            self.reshard(
+                env[v][0],
+                env[v][1],
+                layout.get(v, ir.Sharding.replicated(len(env[v][1].dims))),
+                dst,
+                f"operand {i} of {where}",
+            )
+            for i, v in enumerate(op.args)
+        ]
+        regions = [self._lower_region(op, r.block, layout, env) for r in op.bodies]
+        result_layouts = [
+            layout.get(r, ir.Sharding.replicated(len(ir.shape_of(r.type)))) for r in op.outs
+        ]
+        result_types = [
+            _local_type(r.type, lay, self.sizes)
+            for r, lay in zip(op.outs, result_layouts, strict=True)
+        ]
+        new = type(op)(operands, result_types, regions, op.params, op.location)
+        dst.add_op(new)
+        for r, nr, lay in zip(op.outs, new.outs, result_layouts, strict=True):
+            env[r] = (nr, lay)
+
+    def _region_layouts(
+        self, op: ir.RegionPrimOp, env: dict[SSAValue, tuple[SSAValue, Layout]]
+    ) -> dict[SSAValue, Layout]:
+        """One layout per group of values a region op ties together (operand, block
+        argument, yielded value, result), with pending sums where they may stay pending."""
         layout: dict[SSAValue, Layout] = {}
         for values, offsets in region_groups(op):
             # the group's layout: the block argument's plan if any, else the first value's
@@ -320,59 +394,45 @@ class _Lowering:
                     layout[y] = layout[out] = ir.Sharding(
                         layout[y].dims, planned.partial, planned.reduction
                     )
-        operands = [
+        return layout
+
+    def _lower_region(
+        self,
+        op: ir.RegionPrimOp,
+        src_block: Block,
+        layout: dict[SSAValue, Layout],
+        env: dict[SSAValue, tuple[SSAValue, Layout]],
+    ) -> Region:
+        """The device-local copy of one of `op`'s regions, its yields resharded to the
+        layouts of the values they become."""
+        arg_layouts = [
+            layout.get(a, ir.Sharding.replicated(len(ir.shape_of(a.type)))) for a in src_block.args
+        ]
+        block = Block(
+            arg_types=[
+                _local_type(a.type, lay, self.sizes)
+                for a, lay in zip(src_block.args, arg_layouts, strict=True)
+            ]
+        )
+        inner = dict(env)
+        for a, na, lay in zip(src_block.args, block.args, arg_layouts, strict=True):
+            inner[a] = (na, lay)
+        outs = self.lower_block(src_block, block, inner)
+        yielded = [
             self.reshard(
-                env[v][0],
-                env[v][1],
-                layout.get(v, ir.Sharding.replicated(len(env[v][1].dims))),
-                dst,
-                f"operand {i} of {where}",
+                v,
+                lay,
+                layout.get(src, ir.Sharding.replicated(len(lay.dims))),
+                block,
+                f"result {k} of the {op.primitive_name} body at {location_of(op)}",
+                op.location,
             )
-            for i, v in enumerate(op.args)
-        ]
-        regions = []
-        for src_region in op.bodies:
-            src_block = src_region.block
-            arg_layouts = [
-                layout.get(a, ir.Sharding.replicated(len(ir.shape_of(a.type))))
-                for a in src_block.args
-            ]
-            block = Block(
-                arg_types=[
-                    _local_type(a.type, lay, self.sizes)
-                    for a, lay in zip(src_block.args, arg_layouts, strict=True)
-                ]
+            for k, ((v, lay), src) in enumerate(
+                zip(outs, _terminator(src_block).operands, strict=True)
             )
-            inner = dict(env)
-            for a, na, lay in zip(src_block.args, block.args, arg_layouts, strict=True):
-                inner[a] = (na, lay)
-            outs = self.lower_block(src_block, block, inner)
-            yielded = [
-                self.reshard(
-                    v,
-                    lay,
-                    layout.get(src, ir.Sharding.replicated(len(lay.dims))),
-                    block,
-                    f"result {k} of the {op.primitive_name} body at {location_of(op)}",
-                    op.location,
-                )
-                for k, ((v, lay), src) in enumerate(
-                    zip(outs, _terminator(src_block).operands, strict=True)
-                )
-            ]
-            block.add_op(ir.YieldOp(yielded))
-            regions.append(Region(block))
-        result_layouts = [
-            layout.get(r, ir.Sharding.replicated(len(ir.shape_of(r.type)))) for r in op.outs
         ]
-        result_types = [
-            _local_type(r.type, lay, self.sizes)
-            for r, lay in zip(op.outs, result_layouts, strict=True)
-        ]
-        new = type(op)(operands, result_types, regions, op.params, op.location)
-        dst.add_op(new)
-        for r, nr, lay in zip(op.outs, new.outs, result_layouts, strict=True):
-            env[r] = (nr, lay)
+        block.add_op(ir.YieldOp(yielded))
+        return Region(block)
 
     def _pending_scan_outputs(
         self,
@@ -451,35 +511,6 @@ def _local_type_from(value_type: Attribute, dim: int, factor: float) -> Attribut
     return ir.tensor_type(tuple(shape), ir.dtype_of(value_type))
 
 
-def localize_params(
-    op: ir.PrimOp, operand_shapes: list[tuple[int, ...]], result_shapes: list[tuple[int, ...]]
-) -> tuple[tuple[str, Any], ...]:
-    """`op`'s parameters with every shape-valued one rewritten to the local shapes."""
-    name = op.primitive_name
-    params = dict(op.params.items())
-    if name in ("broadcast_in_dim", "iota"):
-        params["shape"] = result_shapes[0]
-    elif name == "reshape":
-        params["new_sizes"] = result_shapes[0]
-    elif name in ("dynamic_slice", "gather"):
-        global_operand = ir.shape_of(op.operand_types[0])
-        params["slice_sizes"] = tuple(
-            local if size == full else size
-            for size, full, local in zip(
-                params["slice_sizes"], global_operand, operand_shapes[0], strict=True
-            )
-        )
-    elif name == "slice":
-        global_operand = ir.shape_of(op.operand_types[0])
-        params["limit_indices"] = tuple(
-            local if limit == full else limit
-            for limit, full, local in zip(
-                params["limit_indices"], global_operand, operand_shapes[0], strict=True
-            )
-        )
-    return tuple(params.items())
-
-
 def _result_path(fn: func.FuncOp, k: int) -> str | None:
     """The `partir.path` of result `k` of `fn` (``out/2``), if it has one."""
     attrs = fn.res_attrs.data if fn.res_attrs is not None else ()
@@ -538,4 +569,5 @@ def lower_to_spmd(
     )
     module = ModuleOp([fn])
     module.attributes["partir.mesh"] = prop.mesh
+    ir.verify_if_enabled(module, "partir-lower-to-spmd", local=True)
     return Lowered(module, list(input_layouts), list(output_layouts))

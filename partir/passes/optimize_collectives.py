@@ -7,6 +7,10 @@
   all_gather(d', A) . u(x) -> u(all_gather(d, A)(x)) when x is gathered anyway (u a
       one-operand op such as a transpose, d' the dim d becomes)
 
+Separately, given the input layouts, `drop_duplicate_tokens` (TED's duplicate token
+dropping): all_to_all(A)(x), x the same on every device of axes M ->
+all_gather(e, M) . all_to_all(A) . all_slice(e, M)(x).
+
 A rewrite applies only where the inner collective has no other user, so nothing is
 computed twice; values gathered for several consumers are gathered once (lowering
 reshards per use, and the common-subexpression step here merges identical gathers).
@@ -14,15 +18,17 @@ reshards per use, and the common-subexpression step here merges identical gather
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xdsl.context import Context
+from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.ir import Operation
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from partir import ir
-from partir.passes.lower_to_spmd import localize_params
+from partir.passes.localize import localize_params
 from partir.rules import get_rule
 
 
@@ -235,8 +241,18 @@ def _merge_duplicates(module: ModuleOp) -> None:
             _erase(op)
 
 
-def optimize_collectives(module: ModuleOp) -> None:
-    """Apply the rewrites to a fixed point, then merge identical collectives."""
+def optimize_collectives(module: ModuleOp, in_layouts: Sequence[ir.Sharding] | None = None) -> None:
+    """Apply the rewrites to a fixed point, then merge identical collectives.
+
+    Args:
+      module: the device-local module, rewritten in place.
+      in_layouts: the layout each entry argument arrives in. With them, all_to_alls of
+        values that are the same on every device of another axis send each token once
+        (`drop_duplicate_tokens`). That pays where the other axis has faster links than
+        the all_to_all's (tensor-parallel ranks inside a node, experts across nodes) and
+        costs more bytes in all where they are the same, so plans do not ask for it by
+        default.
+    """
     _merge_duplicates(module)
     changed = True
     while changed:
@@ -251,6 +267,9 @@ def optimize_collectives(module: ModuleOp) -> None:
             elif isinstance(op, ir.AllGatherOp) and (_sink_gather(op) or _reuse_gather(op)):
                 changed = True
     _merge_duplicates(module)
+    if in_layouts is not None:
+        drop_duplicate_tokens(module, list(in_layouts))
+    ir.verify_if_enabled(module, "partir-optimize-collectives", local=True)
 
 
 @dataclass(frozen=True)
@@ -262,3 +281,102 @@ class OptimizeCollectivesPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         optimize_collectives(op)
+
+
+# ----------------------------------------------------------------------------------------------
+# Duplicate token dropping (tensor-expert-data MoE)
+
+
+def _uniform_axes(
+    module: ModuleOp, in_layouts: list[ir.Sharding]
+) -> dict[SSAValue, frozenset[str]]:
+    """value -> the mesh axes along which every device holds the same local value.
+
+    A forward dataflow over the entry function: an input is the same along every axis its
+    layout neither tiles nor leaves partial; an all_reduce or all_gather over A makes its
+    result the same along A; an all_slice, reduce_scatter, all_to_all or permute over A
+    makes it differ along A (and keeps the rest); any other op is the same along the axes
+    all its operands are (a constant along all). Values inside regions, and region results,
+    are taken to differ along every axis (conservative).
+    """
+    mesh = module.attributes["partir.mesh"]
+    assert isinstance(mesh, ir.MeshAttr)
+    every = frozenset(mesh.axis_names)
+    fn = next(op for op in module.body.block.ops if isinstance(op, func.FuncOp))
+    out: dict[SSAValue, frozenset[str]] = {}
+    for arg, layout in zip(fn.body.block.args, in_layouts, strict=True):
+        used = {a for d in layout.dims for a in d} | set(layout.partial)
+        out[arg] = every - used
+    for op in fn.body.block.ops:
+        if isinstance(op, ir.AllReduceOp | ir.AllGatherOp):
+            out[op.result] = out.get(op.input, frozenset()) | set(op.axis_names)
+        elif isinstance(op, ir.CollectiveOp):
+            out[op.result] = out.get(op.input, frozenset()) - set(op.axis_names)
+        elif isinstance(op, ir.RegionPrimOp):
+            for r in op.results:
+                out[r] = frozenset()
+        else:
+            same = every
+            for v in op.operands:
+                same = same & out.get(v, frozenset())
+            for r in op.results:
+                out[r] = same
+    return out
+
+
+def drop_duplicate_tokens(module: ModuleOp, in_layouts: list[ir.Sharding]) -> int:
+    """Duplicate token dropping (Singh et al. 2023, "A Hybrid Tensor-Expert-Data
+    Parallelism Approach to Optimize Mixture-of-Experts Training", §4.1).
+
+    An all_to_all over A whose operand is the same on every device of other axes M (the
+    tokens of an expert group, replicated across its tensor-parallel ranks) sends every
+    token |M| times. Each device of M sends a distinct 1/|M| of them instead, and M
+    gathers the rest after::
+
+        all_to_all(src -> dst, A)(x)
+          -> all_gather(e, M) . all_to_all(src -> dst, A) . all_slice(e, M) (x)
+
+    for a dim `e` other than `src` and `dst` that |M| divides. The all-to-all bytes per
+    device fall by |M|; the gather runs over M (the tensor-parallel ranks, usually the
+    faster links). Only entry-function all_to_alls are rewritten. Returns how many.
+    """
+    mesh = module.attributes["partir.mesh"]
+    assert isinstance(mesh, ir.MeshAttr)
+    uniform = _uniform_axes(module, in_layouts)
+    done = 0
+    for op in [o for o in module.walk() if isinstance(o, ir.AllToAllOp)]:
+        if op.input not in uniform:
+            continue
+        axes = [a for a in mesh.axis_names if a in uniform[op.input]]
+        axes = [a for a in axes if a not in op.axis_names and mesh.size_of([a]) > 1]
+        if not axes:
+            continue
+        n = mesh.size_of(axes)
+        src, dst = op.src.data, op.dst.data
+        shape = ir.shape_of(op.input.type)
+        # the largest free dim |M| divides: the slices stay as coarse as possible
+        free = [d for d in range(len(shape)) if d not in (src, dst) and shape[d] % n == 0]
+        if not free:
+            continue
+        e = max(free, key=lambda d: (shape[d], -d))
+        dtype = ir.dtype_of(op.input.type)
+        sliced_shape = tuple(s // n if d == e else s for d, s in enumerate(shape))
+        out_shape = ir.shape_of(op.result.type)
+        moved_shape = tuple(s // n if d == e else s for d, s in enumerate(out_shape))
+        sliced = ir.AllSliceOp(op.input, ir.tensor_type(sliced_shape, dtype), axes, dim=e)
+        moved = ir.AllToAllOp(
+            sliced.result, ir.tensor_type(moved_shape, dtype), list(op.axis_names),
+            src=src, dst=dst,
+        )  # fmt: skip
+        gathered = ir.AllGatherOp(moved.result, op.result.type, axes, dim=e)
+        for new in (sliced, moved, gathered):
+            _copy_why(op, new)
+        block = op.parent_block()
+        assert block is not None
+        block.insert_ops_before([sliced, moved, gathered], op)
+        op.result.replace_all_uses_with(gathered.result)
+        _erase(op)
+        done += 1
+    if done:
+        ir.verify_if_enabled(module, "partir-optimize-collectives", local=True)
+    return done

@@ -96,6 +96,10 @@ class Propagator:
     def _build_edges(self) -> None:
         for op in self.module.walk():
             if isinstance(op, ir.PrimOp):
+                if op.primitive_name == "shard_map":
+                    # the user's per-device region ties no operand dim to a result dim:
+                    # nothing flows through it; its specs seed both sides (the API does)
+                    continue
                 rule = get_rule(op)
                 if rule is None:
                     self.barriers[op.primitive_name] += 1
@@ -286,7 +290,21 @@ class Propagator:
         return rule.operands[i] if i < len(rule.operands) else rule.results[i - len(rule.operands)]
 
     def _visit(self, edge: Edge, axis: str, tactic: int) -> list[SSAValue]:
-        rule = edge.rule
+        claims, partial_idx = self._claims(edge, axis)
+        if len(claims) > 1:
+            self._conflict(edge, axis, claims)
+            return []
+        if not claims:
+            return self._flow_partial(edge, axis, tactic, partial_idx)
+        ((factor, holders),) = claims.items()
+        if factor.startswith("?") or edge.rule.kind(factor) is FactorKind.REPLICATE:
+            return []
+        return self._carry(edge, axis, tactic, factor, edge.values[holders[0]])
+
+    def _claims(self, edge: Edge, axis: str) -> tuple[dict[str, list[int]], list[int]]:
+        """The factors the edge's values claim on `axis` (factor -> value indices; an
+        axis that fits no factor of its dim claims ``"?{i}"``), and the indices of the
+        values that are pending sums over it."""
         claims: dict[str, list[int]] = {}
         partial_idx: list[int] = []
         for i, v in enumerate(edge.values):
@@ -296,20 +314,19 @@ class Propagator:
                     if axis in axes:
                         tdims = self._tensor_dims(edge, i)
                         before = self._product(axes[: axes.index(axis)])
-                        f = self._factor_at(rule, tdims[d], before, self.sizes[axis])
+                        f = self._factor_at(edge.rule, tdims[d], before, self.sizes[axis])
                         claims.setdefault(f if f is not None else f"?{i}", []).append(i)
                         break
             if axis in self.partial.get(v, ()):
                 partial_idx.append(i)
-        if len(claims) > 1:
-            self._conflict(edge, axis, claims)
-            return []
-        if not claims:
-            return self._flow_partial(edge, axis, tactic, partial_idx)
-        ((factor, holders),) = claims.items()
-        if factor.startswith("?") or rule.kind(factor) is FactorKind.REPLICATE:
-            return []
-        source = edge.values[holders[0]]
+        return claims, partial_idx
+
+    def _carry(
+        self, edge: Edge, axis: str, tactic: int, factor: str, source: SSAValue
+    ) -> list[SSAValue]:
+        """Give `axis` to every value of the edge that has `factor` (pending sums to the
+        results a reduce factor leaves out); returns the values changed."""
+        rule = edge.rule
         src_origin = self.origin.get((source, axis))
         origin = Origin(tactic if src_origin is None else src_origin.tactic, edge.op, source)
         changed: list[SSAValue] = []
@@ -509,6 +526,7 @@ class Propagator:
                 op.attributes.pop("partir.shardings", None)
             for region in op.regions:
                 self._write_block_args(region)
+        ir.verify_if_enabled(self.module, "partir-propagate")
 
     def _write_block_args(self, region: Region) -> None:
         block = region.block

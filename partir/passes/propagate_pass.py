@@ -79,7 +79,7 @@ class PropagatePass(ModulePass):
     """Propagate the shardings in the IR to every value, one mesh axis at a time.
 
     The mesh is the module's ``partir.mesh`` attribute. The seeds are each entry argument's
-    ``partir.sharding`` and each op's ``partir.shardings`` (what `print(plan)` writes), so
+    ``partir.sharding`` and each op's ``partir.shardings`` (what `plan.ir()` writes), so
     a planned program's text propagates back to the same shardings. Only tiled dims seed;
     partial axes are derived again. Each axis is one step, as a tactic of a schedule:
     earlier axes win, and where propagation meets two claims it records a conflict,

@@ -1,13 +1,16 @@
 """Factor sharding rules, one per JAX primitive family, looked up by primitive name.
 
-Importing this package registers every rule (`elementwise`, `fft`, `indexing`, `linalg`,
-`random`, `reduction`, `shape`); the data structure, notation and registry live in `core`.
+Importing this package registers every rule (`constraints`, `elementwise`, `fft`,
+`indexing`, `linalg`, `naming`, `random`, `reduction`, `shape`); the data structure, notation and
+registry live in `core`.
 """
 
+from partir.rules import constraints as constraints
 from partir.rules import elementwise as elementwise
 from partir.rules import fft as fft
 from partir.rules import indexing as indexing
 from partir.rules import linalg as linalg
+from partir.rules import naming as naming
 from partir.rules import random as random
 from partir.rules import reduction as reduction
 from partir.rules import shape as shape

@@ -14,7 +14,7 @@ ELEMENTWISE: tuple[str, ...] = (
     "lt", "max", "min", "mul", "ne", "neg", "nextafter", "not", "one_minus_square", "or",
     "polygamma", "polynomial",
     "population_count", "pow", "real", "reduce_precision", "regularized_incomplete_beta",
-    "rem", "round", "rsqrt", "select_n", "sharding_constraint", "shift_left",
+    "rem", "round", "rsqrt", "select_n", "shift_left",
     "shift_right_arithmetic", "shift_right_logical", "sign", "sin", "sinh", "sqrt", "square",
     "stop_gradient", "sub", "tan", "tanh", "xor", "zeta",
 )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Sharding rules of contractions: `dot_general` and `conv_general_dilated`."""
+"""Sharding rules of contractions (`dot_general`, `conv_general_dilated`) and of batched
+matrix factorisations and solves (`cholesky`, `triangular_solve`)."""
 
 from __future__ import annotations
 
@@ -82,4 +83,36 @@ def dot_general_rule(op: ir.PrimOp) -> OpRule:
         r += 1
     for ld, rd in zip(lhs_c, rhs_c, strict=True):
         b.factor(lhs[ld], operands=[(0, ld), (1, rd)], kind=FactorKind.REDUCE)
+    return b.build()
+
+
+@register_rule("cholesky")
+def cholesky_rule(op: ir.PrimOp) -> OpRule:
+    """Batch dims pass through; the two matrix dims are replicated (each factorisation
+    needs its whole matrix)."""
+    (a,), (out,) = shapes(op)
+    b = RuleBuilder([a], [out])
+    for d, size in enumerate(a):
+        kind = FactorKind.REPLICATE if d >= len(a) - 2 else FactorKind.PASS
+        b.factor(size, operands=[(0, d)], results=[(0, d)], kind=kind)
+    return b.build()
+
+
+@register_rule("triangular_solve")
+def triangular_solve_rule(op: ir.PrimOp) -> OpRule:
+    """`a [..., m, m]` against right-hand sides `b [..., m, n]` (`[..., n, m]` with
+    ``left_side=False``): batch dims pass through `a`, `b` and the result, and so do the
+    right-hand sides (`n`), which are solved independently; the solved dim `m` needs the
+    whole triangle and is replicated."""
+    (a, rhs), (out,) = shapes(op)
+    b = RuleBuilder([a, rhs], [out])
+    batch = len(a) - 2
+    for d in range(batch):
+        b.factor(a[d], operands=[(0, d), (1, d)], results=[(0, d)])
+    b.factor(a[batch], operands=[(0, batch)], kind=FactorKind.REPLICATE)
+    b.factor(a[batch + 1], operands=[(0, batch + 1)], kind=FactorKind.REPLICATE)
+    left = bool(op.params.find("left_side", True))
+    solved, free = (batch, batch + 1) if left else (batch + 1, batch)
+    b.factor(rhs[solved], operands=[(1, solved)], results=[(0, solved)], kind=FactorKind.REPLICATE)
+    b.factor(rhs[free], operands=[(1, free)], results=[(0, free)])
     return b.build()

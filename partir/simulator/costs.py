@@ -149,6 +149,17 @@ COSTS: dict[Any, Callable[..., Any]] = {}
 UNKNOWN_PRIMITIVES: set[str] = set()
 """Primitives met with no cost entry (costed as 0 flops, operand + result bytes)."""
 
+ELEMENTWISE = frozenset(
+    "add add_any sub mul div rem max min neg abs sign floor ceil round nextafter and or not xor "
+    "eq ne lt le gt ge clamp is_finite shift_left shift_right_logical shift_right_arithmetic "
+    "population_count clz real imag conj complex square copysign exp log log1p expm1 tanh sqrt "
+    "rsqrt cbrt pow sin cos tan atan2 erf erfc erf_inv acosh asinh atanh acos asin atan sinh "
+    "cosh exp2 logistic convert_element_type select_n integer_pow log2 one_minus_square "
+    "polynomial".split()
+)
+"""Elementwise primitives: XLA loop-fuses them (`partir.simulator.fusion`), and an accelerator's
+multi-output fusion runs same-shape ones as one loop."""
+
 HEAVY = frozenset({"dot_general", "conv_general_dilated", "ragged_dot"})
 """Primitives that run as matrix-unit kernels (the profile's kernel time floor applies)."""
 

@@ -128,8 +128,11 @@ def report_html(report: Report, plots: bool = True) -> str:
         ("compute / communication", f"{fmt_time(report.compute_time_s)} / "
          f"{fmt_time(report.communication_time_s)} "
          f"({fmt_bytes(report.communication_bytes)} sent per device)"),
-        ("flops per device", f"{report.flops:.4g}; MFU {fmt_mfu(report.mfu)} "
-         f"({fmt_mfu(report.mfu_overlap)} with overlap)"),
+        ("bound", report.bound_text()),
+        ("flops per device", f"{report.flops:.4g} as XLA counts them, "
+         f"{report.executed_flops:.4g} executed; MFU {fmt_mfu(report.mfu)} "
+         f"({fmt_mfu(report.mfu_overlap)} with overlap)"
+         + (f". {report.flops_note()}" if report.flops_note() else "")),
         ("peak memory", Raw(f"{esc(fmt_bytes(report.peak_memory_bytes))} of "
                             f"{esc(fmt_bytes(hw.memory_bytes))} ({fits}) at "
                             f"<code>{esc(report.memory.peak_location)}</code>")),

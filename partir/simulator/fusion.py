@@ -39,16 +39,10 @@ from typing import Any
 from xdsl.ir import Block, Operation, SSAValue
 
 from partir import ir
-from partir.simulator.program import MEMOS, dead_ops
+from partir.simulator.analysis import MEMOS, dead_ops
+from partir.simulator.costs import ELEMENTWISE
 
-_ELEMENTWISE = frozenset(
-    "add add_any sub mul div rem max min neg abs sign floor ceil round nextafter and or not xor "
-    "eq ne lt le gt ge clamp is_finite shift_left shift_right_logical shift_right_arithmetic "
-    "population_count clz real imag conj complex square copysign exp log log1p expm1 tanh sqrt "
-    "rsqrt cbrt pow sin cos tan atan2 erf erfc erf_inv acosh asinh atanh acos asin atan sinh "
-    "cosh exp2 logistic convert_element_type select_n integer_pow log2 one_minus_square "
-    "polynomial".split()
-)
+_ELEMENTWISE = ELEMENTWISE
 _MOVEMENT = frozenset(
     "broadcast_in_dim reshape squeeze expand_dims transpose rev concatenate pad slice "
     "dynamic_slice dynamic_update_slice gather iota copy copy_p stop_gradient".split()

@@ -7,8 +7,10 @@ an assumption. Where the reference gives two figures (the scaling book and the C
 disagree on ICI link bandwidth for v5e/v5p/v6e) the profile uses one and keeps the other in
 `Link.alt_bandwidth_bytes_per_s`; calibration against measurement decides.
 
+The built-in chip profiles and `get_hardware` are in `profiles.py`.
+
 The ``cpu`` profile is a conservative default for the emulated CPU mesh. ``partir calibrate``
-(not written yet) is to measure this machine and write a JSON file in the format of
+measures this machine and writes a JSON file in the format of
 `Hardware.to_dict` to `cpu_profile_path()` (``$PARTIR_CPU_PROFILE``, else
 ``~/.cache/partir/hardware/cpu.json``); `get_hardware("cpu")` loads that file when it exists.
 """
@@ -45,6 +47,12 @@ class Link:
       per_kind: measured numbers that replace the ones above for one collective kind:
         ``(kind, base_latency_s, latency_s, effective bandwidth)`` per kind (``partir
         calibrate`` fits them on the CPU, where every kind is implemented differently).
+      nccl_protocols: the link is driven by NCCL, which picks the fastest of its ring and
+        tree algorithms and LL, LL128 and Simple protocols per message
+        (`partir.simulator.collectives.nccl_time`); `base_latency_s` and `latency_s` are
+        then the Ring/Simple figures.
+      bus_bandwidth: measured bus bandwidth per collective kind (nccl-tests' ``busbw``),
+        ``(kind, bytes/s)``, replacing `effective_bandwidth_bytes_per_s` for that kind.
     """
 
     kind: str
@@ -55,6 +63,8 @@ class Link:
     switched: bool = False
     alt_bandwidth_bytes_per_s: float | None = None
     per_kind: tuple[tuple[str, float, float, float], ...] = ()
+    nccl_protocols: bool = False
+    bus_bandwidth: tuple[tuple[str, float], ...] = ()
 
     def terms(self, collective: str) -> tuple[float, float, float]:
         """``(base latency, per-step latency, effective bandwidth)`` for one collective kind.
@@ -65,7 +75,33 @@ class Link:
         for kind, base, step, bandwidth in self.per_kind:
             if kind == collective:
                 return base, step, bandwidth
-        return self.base_latency_s, self.latency_s, self.effective_bandwidth_bytes_per_s
+        return self.base_latency_s, self.latency_s, self.bandwidth_for(collective)
+
+    def bandwidth_for(self, collective: str) -> float:
+        """The large-message bandwidth of one collective kind: its `bus_bandwidth` entry,
+        else `effective_bandwidth_bytes_per_s`.
+
+        Args:
+          collective: the collective kind (``"all_reduce"``, ...).
+        """
+        for kind, bandwidth in self.bus_bandwidth:
+            if kind == collective:
+                return bandwidth
+        return self.effective_bandwidth_bytes_per_s
+
+    def scaled(self, factor: float) -> Link:
+        """This link with every bandwidth figure (efficiency, `bus_bandwidth`, `per_kind`)
+        times `factor`: a fitted collective efficiency.
+
+        Args:
+          factor: the multiplier, > 0.
+        """
+        return dataclasses.replace(
+            self,
+            efficiency=self.efficiency * factor,
+            bus_bandwidth=tuple((k, b * factor) for k, b in self.bus_bandwidth),
+            per_kind=tuple((k, a, s, b * factor) for k, a, s, b in self.per_kind),
+        )
 
     @property
     def effective_bandwidth_bytes_per_s(self) -> float:
@@ -112,6 +148,23 @@ class Hardware:
         computes: the runtime's dispatch and synchronisation of the devices (CPU: measured
         by ``partir calibrate``; 0 on the accelerator profiles, where it is negligible).
       buffer_overhead_s: time each argument and result buffer adds to starting a program.
+      collective_overlap: the fraction of a collective's time the ops that consume its
+        result need not wait for: compilers overlap a tensor-parallel collective with the
+        matmul next to it (XLA's collective matmul, Megatron-Core's TP communication
+        overlap), so that a consumer starts on the first chunks while later ones arrive. 0
+        means a consumer waits for the whole collective.
+      multi_output_fusion: the compiler merges same-shape elementwise loops that share
+        operands or feed one another into one kernel (XLA's GPU and TPU multi-output fusion,
+        xla/service/gpu/transforms/multi_output_fusion.cc): a value passed between them stays
+        on chip, so an AdamW update is one memory pass over parameters, gradients and moments.
+        False on the CPU, whose fusion the simulator follows op by op.
+      compute_contention: how many times slower each op runs than its roofline because
+        emulated devices share a host's cores (CPU only; 1 elsewhere).
+      dispatch_contention: the same for the per-kernel overhead: every device's kernel
+        launches go through the host's shared runtime threads.
+      provenance: where the profile's free efficiency parameters come from, e.g. the
+        published runs it was fitted on; empty for a profile of first-principles numbers only.
+        A report simulated on a fitted profile says so.
     """
 
     name: str
@@ -133,6 +186,11 @@ class Hardware:
     kernel_overhead_s: float = 0.0
     launch_overhead_s: float = 0.0
     buffer_overhead_s: float = 0.0
+    collective_overlap: float = 0.0
+    multi_output_fusion: bool = False
+    compute_contention: float = 1.0
+    dispatch_contention: float = 1.0
+    provenance: str = ""
     _by_kind: dict[str, Link] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +204,11 @@ class Hardware:
                     f"hardware {self.name!r}: {table} fractions must be in (0, 1], got {bad}; "
                     "recalibrate (`partir calibrate`) or fix the profile file"
                 )
+        if not 0.0 <= self.collective_overlap <= 1.0:
+            raise SimulatorError(
+                f"hardware {self.name!r}: collective_overlap must be in [0, 1], got "
+                f"{self.collective_overlap}"
+            )
 
     def peak_flops_per_s(self, dtype: str) -> float:
         """Peak matrix FLOP/s for operands of `dtype` (a dtype name such as ``"float32"``)."""
@@ -171,6 +234,38 @@ class Hardware:
     def memory_efficiency_at(self, num_bytes: float) -> float:
         """Fraction of `hbm_bandwidth_bytes_per_s` an op moving `num_bytes` achieves."""
         return _step(self.memory_efficiency, num_bytes)
+
+    def fitted(
+        self,
+        *,
+        matmul_efficiency: float | None = None,
+        collective_efficiency: float | None = None,
+        collective_overlap: float | None = None,
+        provenance: str,
+    ) -> Hardware:
+        """This profile with its free efficiency parameters replaced (a calibration).
+
+        Args:
+          matmul_efficiency: the fraction of peak the largest matmuls reach; the whole
+            `compute_efficiency` table is scaled so that its top step is this (each step
+            capped at 1).
+          collective_efficiency: a multiplier on every link's bandwidth (`Link.scaled`).
+          collective_overlap: the new `collective_overlap`.
+          provenance: what the values were fitted on (kept in the profile and the report).
+        """
+        out = self
+        if matmul_efficiency is not None:
+            top = max(e for _, e in self.compute_efficiency)
+            table = tuple(
+                (t, min(1.0, e * matmul_efficiency / top)) for t, e in self.compute_efficiency
+            )
+            out = dataclasses.replace(out, compute_efficiency=table)
+        if collective_efficiency is not None:
+            links = tuple(link.scaled(collective_efficiency) for link in out.links)
+            out = dataclasses.replace(out, links=links)
+        if collective_overlap is not None:
+            out = dataclasses.replace(out, collective_overlap=collective_overlap)
+        return dataclasses.replace(out, provenance=provenance)
 
     @property
     def critical_intensity(self) -> float:
@@ -199,6 +294,7 @@ class Hardware:
         for link in data.get("links", ()):
             fields = dict(link)
             fields["per_kind"] = tuple(tuple(k) for k in fields.get("per_kind", ()))
+            fields["bus_bandwidth"] = tuple(tuple(k) for k in fields.get("bus_bandwidth", ()))
             links.append(Link(**fields))
         kwargs["links"] = tuple(links)
         for key in ("compute_efficiency", "memory_efficiency"):
@@ -217,189 +313,8 @@ def _step(table: tuple[tuple[float, float], ...], size: float) -> float:
     return table[-1][1] if table else 1.0
 
 
-# ---------------------------------------------------------------------------------------
-# Interconnects
-# ---------------------------------------------------------------------------------------
-
-# ICI per-hop latency T_min ~ 1 us (reference §6.2 and §7 notes, scaling book [P]).
-_ICI_HOP_S = 1e-6
-# NCCL Ring, Simple protocol: base latency 8.4 us, +3.4 us per NVLink step, +14 us per network
-# step (reference §6.5 and §7 notes, PyTorch AutoParallel's port of NCCL tuning.cc [P]).
-_NCCL_BASE_S = 8.4e-6
-_NCCL_NVLINK_STEP_S = 3.4e-6
-_NCCL_NET_STEP_S = 14e-6
-# DCN latency: not in the reference. [M] we reuse NCCL's per-network-step latency.
-_DCN_STEP_S = _NCCL_NET_STEP_S
-# DCN ~ 2.5e10 B/s per host (reference §6.2, scaling book [P]).
-_DCN_HOST_BYTES_PER_S = 2.5e10
-
-
-def _ici(one_way: float, alt_one_way: float | None = None) -> Link:
-    return Link("ici", one_way, _ICI_HOP_S, alt_bandwidth_bytes_per_s=alt_one_way)
-
-
-def _dcn(per_chip: float) -> Link:
-    return Link("dcn", per_chip, _DCN_STEP_S, switched=True)
-
-
-def _nvlink(per_direction: float, efficiency: float) -> Link:
-    return Link(
-        "nvlink", per_direction, _NCCL_NVLINK_STEP_S, efficiency, _NCCL_BASE_S, switched=True
-    )
-
-
-def _infiniband(per_gpu: float, efficiency: float) -> Link:
-    return Link("infiniband", per_gpu, _NCCL_NET_STEP_S, efficiency, _NCCL_BASE_S, switched=True)
-
-
 GiB = 2**30
 """Bytes in a gibibyte."""
-
-# ---------------------------------------------------------------------------------------
-# Profiles (reference §7 unless noted)
-# ---------------------------------------------------------------------------------------
-
-PROFILES: dict[str, Hardware] = {}
-"""Built-in profiles by name (``cpu`` is built by `cpu_profile`, not stored here)."""
-
-
-def _register(hw: Hardware) -> None:
-    PROFILES[hw.name] = hw
-
-
-# TPU v4: 275 TFLOP/s bf16, 32 GiB HBM2, 1200 GB/s; ICI 4.5e10 B/s one-way per link, 6 links,
-# 3D torus wrapping on multiples of 4; pod 4096 chips (Cloud TPU v4 docs, scaling book [P]).
-# f32: [M] JAX's default precision runs f32 matmuls on the MXU in one bf16 pass on TPU.
-# DCN: [M] 4 chips per v4 host (not in the reference), so 2.5e10 / 4 per chip.
-_register(
-    Hardware(
-        name="tpu-v4",
-        kind="tpu",
-        peak_bf16_flops_per_s=275e12,
-        peak_f32_flops_per_s=275e12,
-        hbm_bandwidth_bytes_per_s=1.2e12,
-        memory_bytes=32 * GiB,
-        links=(_ici(4.5e10), _dcn(_DCN_HOST_BYTES_PER_S / 4)),
-        devices_per_node=4,
-        fast_domain_devices=4096,
-        torus_rank=3,
-        wraparound_multiple=4,
-    )
-)
-
-# TPU v5e: 197 TFLOP/s bf16 (int8 393 TOPS), 16 GB, 819 GB/s; ICI 4.5e10 one-way per link
-# (book) vs 400 GB/s bidi over 4 ports = 5e10 one-way (Cloud docs); 2D torus 16x16, wraparound
-# only on full 16-chip axes; 8 chips/host with 2x100 Gbps NIC = 2.5e10 B/s per host [P].
-_register(
-    Hardware(
-        name="tpu-v5e",
-        kind="tpu",
-        peak_bf16_flops_per_s=197e12,
-        peak_f32_flops_per_s=197e12,
-        hbm_bandwidth_bytes_per_s=819e9,
-        memory_bytes=16e9,
-        links=(_ici(4.5e10, 400e9 / 4 / 2), _dcn(2 * 100e9 / 8 / 8)),
-        devices_per_node=8,
-        fast_domain_devices=256,
-        torus_rank=2,
-        wraparound_multiple=16,
-        peak_int8_ops_per_s=393e12,
-    )
-)
-
-# TPU v5p: 459 TFLOP/s bf16, 95 GB HBM2e, 2765 GB/s; ICI 9e10 one-way per link (book) vs
-# 1200 GB/s bidi per chip over 6 ports = 1e11 one-way (docs); 3D torus; 8960 chips/pod;
-# DCN 50 Gbps per chip [P]. Wraparound as v4 (multiples of 4 / full cubes) [P]. [M] 4 chips
-# per host (not in the reference).
-_register(
-    Hardware(
-        name="tpu-v5p",
-        kind="tpu",
-        peak_bf16_flops_per_s=459e12,
-        peak_f32_flops_per_s=459e12,
-        hbm_bandwidth_bytes_per_s=2765e9,
-        memory_bytes=95e9,
-        links=(_ici(9e10, 1200e9 / 6 / 2), _dcn(50e9 / 8)),
-        devices_per_node=4,
-        fast_domain_devices=8960,
-        torus_rank=3,
-        wraparound_multiple=4,
-    )
-)
-
-# TPU v6e (Trillium): 918 TFLOP/s bf16 (int8 1836), 32 GB, 1638 GB/s; ICI 9e10 one-way per
-# link (book) vs 800 GB/s bidi over 4 ports = 1e11 one-way (docs); 2D torus, 256 chips/pod,
-# 8 chips/host; wraparound only on full 16-chip axes [P]. DCN 2.5e10 B/s per host (book).
-_register(
-    Hardware(
-        name="tpu-v6e",
-        kind="tpu",
-        peak_bf16_flops_per_s=918e12,
-        peak_f32_flops_per_s=918e12,
-        hbm_bandwidth_bytes_per_s=1638e9,
-        memory_bytes=32e9,
-        links=(_ici(9e10, 800e9 / 4 / 2), _dcn(_DCN_HOST_BYTES_PER_S / 8)),
-        devices_per_node=8,
-        fast_domain_devices=256,
-        torus_rank=2,
-        wraparound_multiple=16,
-        peak_int8_ops_per_s=1836e12,
-    )
-)
-
-# A100 SXM4 80GB: 312 TFLOP/s bf16, 80 GB, 2.039 TB/s; NVLink3 300 GB/s per direction,
-# NVSwitch, 8 GPUs/node; inter-node 200 Gb/s per GPU = 25 GB/s [P]. Link efficiencies 0.65
-# (NVLink) and 0.9 (IB) are Calculon's A100 tiers (reference §6.3). 7 us kernel floor:
-# AutoParallel's roofline (reference §6.6). f32: [M] TF32 dense is half the bf16 rate.
-_register(
-    Hardware(
-        name="a100",
-        kind="gpu",
-        peak_bf16_flops_per_s=312e12,
-        peak_f32_flops_per_s=156e12,
-        hbm_bandwidth_bytes_per_s=2.039e12,
-        memory_bytes=80e9,
-        links=(_nvlink(300e9, 0.65), _infiniband(25e9, 0.9)),
-        devices_per_node=8,
-        fast_domain_devices=8,
-        min_kernel_time_s=7e-6,
-    )
-)
-
-# H100 SXM5: 989.4 TFLOP/s bf16, 80 GB HBM3, 3.35e12 B/s (not AutoParallel's 3.35 TiB/s);
-# NVLink4 450 GB/s per direction, ~320 GB/s/GPU measured for an 8-way all-gather (so efficiency
-# 320/450); inter-node 400 Gb/s per GPU = 50 GB/s [P]. IB efficiency: [M] Calculon's A100 0.9.
-_register(
-    Hardware(
-        name="h100",
-        kind="gpu",
-        peak_bf16_flops_per_s=989.4e12,
-        peak_f32_flops_per_s=989.4e12 / 2,
-        hbm_bandwidth_bytes_per_s=3.35e12,
-        memory_bytes=80e9,
-        links=(_nvlink(450e9, 320 / 450), _infiniband(50e9, 0.9)),
-        devices_per_node=8,
-        fast_domain_devices=8,
-        min_kernel_time_s=7e-6,
-    )
-)
-
-# H200 SXM: 989 TFLOP/s bf16 (the H100 die), 141 GB HBM3e, 4.8 TB/s; NVLink4 as H100 [S];
-# interconnect "as H100".
-_register(
-    Hardware(
-        name="h200",
-        kind="gpu",
-        peak_bf16_flops_per_s=989e12,
-        peak_f32_flops_per_s=989e12 / 2,
-        hbm_bandwidth_bytes_per_s=4.8e12,
-        memory_bytes=141e9,
-        links=(_nvlink(450e9, 320 / 450), _infiniband(50e9, 0.9)),
-        devices_per_node=8,
-        fast_domain_devices=8,
-        min_kernel_time_s=7e-6,
-    )
-)
 
 # CPU hosts to one another (what-if plans of several CPU hosts, and `jax.distributed` meshes
 # spanning processes): [M] 10 GbE, 1.25e9 B/s, 50 us per ring step (TCP through the kernel,
@@ -461,25 +376,3 @@ def save_cpu_profile(hardware: Hardware, path: str | os.PathLike[str] | None = N
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps(hardware.to_dict(), indent=2) + "\n")
     return file
-
-
-def get_hardware(name_or_profile: str | Hardware) -> Hardware:
-    """A hardware profile by name (``tpu-v5p``, ``h100``, ``cpu``, ...), or `Hardware` as is.
-
-    Args:
-      name_or_profile: a profile name (case-insensitive; ``v5p`` works for ``tpu-v5p``) or a
-        `Hardware` instance.
-    """
-    if isinstance(name_or_profile, Hardware):
-        return name_or_profile
-    key = str(name_or_profile).lower()
-    if key == "cpu":
-        return cpu_profile()
-    if key in PROFILES:
-        return PROFILES[key]
-    if f"tpu-{key}" in PROFILES:
-        return PROFILES[f"tpu-{key}"]
-    raise SimulatorError(
-        f"unknown hardware profile {name_or_profile!r}; known: {', '.join([*PROFILES, 'cpu'])}, "
-        "or pass a partir.simulator.Hardware"
-    )

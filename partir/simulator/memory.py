@@ -50,9 +50,9 @@ from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Block, Operation, SSAValue
 
 from partir import ir
-from partir.passes.propagate import location_of
+from partir.ir.locations import location_of
+from partir.simulator.analysis import MEMOS, dead_ops
 from partir.simulator.fusion import _ELEMENTWISE, fusion_clusters, is_matrix_layout, shape
-from partir.simulator.program import MEMOS, dead_ops
 
 _PLURAL = {
     "argument": "arguments", "output": "outputs", "activation": "activations",

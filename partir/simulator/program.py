@@ -40,15 +40,19 @@ from xdsl.ir import Block, Operation
 
 from partir import ir
 from partir.simulator import collectives as _collectives  # noqa: F401  (registers the costs)
+from partir.simulator.analysis import MEMOS as MEMOS
+from partir.simulator.analysis import dead_ops as dead_ops
 from partir.simulator.collectives import KIND_OF, CollectiveSig, CommCost
 from partir.simulator.costs import (
     COSTS,
+    ELEMENTWISE,
     HEAVY,
     OpCost,
     compute_cost,
     roofline_time,
     signature_of,
 )
+from partir.simulator.fusion import fusion_clusters
 from partir.simulator.hardware import Hardware, SimulatorError
 from partir.simulator.topology import AxisLink, Topology
 
@@ -73,10 +77,6 @@ _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 def _nbytes(value_type: Any) -> int:
     shape = ir.shape_of(value_type)
     return ir.ITEMSIZE[ir.dtype_of(value_type)] * int(np.prod(shape, dtype=np.int64))
-
-
-MEMOS: list[dict[Any, Any]] = []
-"""Other modules' caches that `clear_caches` empties too (the memory analysis registers one)."""
 
 
 def clear_caches() -> None:
@@ -132,31 +132,6 @@ def is_folded(op: ir.PrimOp, cache: dict[Operation, bool] | None = None) -> bool
     return False
 
 
-def dead_ops(ops: Sequence[Operation]) -> set[Operation]:
-    """The ops of one block whose results nothing uses, transitively (XLA removes them).
-
-    Args:
-      ops: the ops of one block, in order.
-    """
-    dead: set[Operation] = set()
-    work = []
-    for op in ops:
-        results = op.results
-        if results and all(r.first_use is None for r in results):
-            work.append(op)
-    while work:
-        op = work.pop()
-        if op in dead:
-            continue
-        dead.add(op)
-        for v in op.operands:
-            owner = v.owner
-            if isinstance(owner, Operation) and owner not in dead and owner.results:
-                if all(u.operation in dead for r in owner.results for u in r.uses):
-                    work.append(owner)
-    return dead
-
-
 class Walker:
     """Accumulates the costs of one block (and, recursively, its regions).
 
@@ -192,6 +167,8 @@ class Walker:
         self.kernels: set[Operation] | None = None
         """The ops XLA launches as kernels (fusion roots), when the profile charges a
         per-kernel overhead."""
+        self.loop_reads: set[int] = set()
+        """ids of values a same-shape elementwise loop has read (multi-output fusion)."""
         self.clusters: dict[Operation, set[int]] = {}
         """Op -> ids of the fusion roots computing it (`fusion.fusion_clusters`)."""
 
@@ -228,7 +205,6 @@ class Walker:
         """
         ops = list(block.ops) if ops is None else ops
         dead = dead_ops(ops) if dead is None else dead
-        from partir.simulator.fusion import fusion_clusters  # fusion imports this module
 
         clusters = fusion_clusters(block, ops, dead, reductions_read_memory=True)
         self.clusters = clusters
@@ -264,8 +240,11 @@ class Walker:
         c, t, dtype, heavy = entry
         if not heavy and c.bytes_accessed:
             t = self._fused_time(op, c, t, dtype)
+        # emulated devices sharing a host's cores: their kernels and kernel launches contend
+        # (Hardware.compute_contention, dispatch_contention; 1 on accelerators)
+        t *= self.hw.compute_contention
         if self.kernels is not None and op in self.kernels:
-            t += self.hw.kernel_overhead_s
+            t += self.hw.kernel_overhead_s * self.hw.dispatch_contention
         m = self.mult
         self.records.append((op, m, c, t))
         self.flops += c.flops * m
@@ -287,14 +266,24 @@ class Walker:
         mine = self.clusters.get(op)
         if not mine:
             return t
+        merge = self.hw.multi_output_fusion
         moved = 0
         for v in op.operands:
             owner = v.owner
             inner = self.clusters.get(owner) if isinstance(owner, Operation) else None
             if inner is None or id(owner) in inner or not mine <= inner:
+                if merge and inner is not None and _same_loop(owner, op):
+                    continue  # one multi-output loop: the producer's value stays on chip
+                if merge and op.primitive_name in ELEMENTWISE and v.type == op.results[0].type:
+                    if id(v) in self.loop_reads:
+                        continue  # sibling loops merged: the operand is read once
+                    self.loop_reads.add(id(v))
                 moved += _nbytes(v.type)
         if id(op) in mine:
-            moved += sum(_nbytes(r.type) for r in op.results)
+            for r in op.results:
+                if merge and r.uses and all(_same_loop(u.operation, op) for u in r.uses):
+                    continue  # only read inside the merged loop: never written out
+                moved += _nbytes(r.type)
         if moved >= c.bytes_accessed:
             return t
         return roofline_time(OpCost(c.flops, c.transcendentals, moved), self.hw, dtype)
@@ -349,7 +338,8 @@ class Walker:
         if self.comm_free > start:
             start = self.comm_free
         self.comm_free = start + c.time_s
-        self._finish(op, self.comm_free)
+        # consumers may start on the first chunks (collective matmul): Hardware.collective_overlap
+        self._finish(op, self.comm_free - self.hw.collective_overlap * c.time_s)
 
     def _price_collective(self, op: ir.CollectiveOp, axes: tuple[str, ...]) -> CommCost:
         in_t, out_t = op.input.type, op.result.type
@@ -399,7 +389,7 @@ class Walker:
         for block in blocks:
             child = self._child(self.mult * trips).walk(block)
             self.merge(child)
-            span += child.makespan * trips
+            span += _iteration_time(child, trips) * trips
         self._occupy(op, span)
 
     def _cond(self, op: ir.CondOp) -> None:
@@ -413,6 +403,31 @@ class Walker:
             self._occupy(op, best.makespan)
         else:
             self._finish(op, self._start(op))
+
+
+def _same_loop(a: Operation | Block, b: Operation) -> bool:
+    """Whether two ops are elementwise over the same shape, so that an accelerator compiler's
+    multi-output fusion runs them as one loop (`Hardware.multi_output_fusion`)."""
+    if not (isinstance(a, ir.PrimOp) and isinstance(b, ir.PrimOp)):
+        return False
+    if a.primitive_name not in ELEMENTWISE or b.primitive_name not in ELEMENTWISE:
+        return False
+    return bool(a.results and b.results) and a.results[0].type == b.results[0].type
+
+
+def _iteration_time(child: Walker, trips: int) -> float:
+    """One iteration of a loop body in the overlapped schedule.
+
+    A body run once costs its makespan. A scan of several iterations is software-pipelined
+    (XLA's latency-hiding scheduler and collective pipeliner): a collective whose result only
+    leaves the body (a layer's gradient reduction) runs during the next iteration's compute,
+    so an iteration costs the longer of its compute stream (with the waits for the
+    collectives it consumes) and its total communication, never more than its makespan.
+    """
+    if trips <= 1 or child.mult <= 0:
+        return child.makespan
+    comm = child.comm_s / child.mult
+    return min(child.makespan, max(child.compute_free, comm))
 
 
 def op_flops(op: Operation) -> float:

@@ -11,7 +11,7 @@ from xdsl.ir import Block, Operation
 
 from partir import ir
 from partir._gc import gc_paused
-from partir.passes.propagate import location_of
+from partir.ir.locations import location_of
 from partir.simulator.collectives import KIND_OF, CommCost
 from partir.simulator.costs import OpCost
 from partir.simulator.display import fmt_bytes, fmt_mfu, fmt_time, report_html
@@ -154,6 +154,76 @@ class Report:
         with gc_paused():
             return xla_flops(self.block, flops_of)
 
+    @functools.cached_property
+    def bandwidth_time_s(self) -> float:
+        """The part of `communication_time_s` that is moving bytes: each collective's bytes
+        sent over the slowest link of its axes at that link's achieved large-message
+        bandwidth (`Link.bandwidth_bytes_per_s` x `Link.efficiency`). The rest,
+        `latency_time_s`, is start-up and per-step latency."""
+        total = 0.0
+        for op, count, c, _ in self.records:
+            if not isinstance(c, CommCost) or not c.bytes_sent:
+                continue
+            assert isinstance(op, ir.CollectiveOp)
+            rates = [
+                self.topology[a].link.bandwidth_bytes_per_s * self.topology[a].link.efficiency
+                for a in op.axis_names
+            ]
+            if rates and min(rates) > 0:
+                total += c.bytes_sent * count / min(rates)
+        return min(total, self.communication_time_s)
+
+    @property
+    def latency_time_s(self) -> float:
+        """`communication_time_s` less `bandwidth_time_s`: what the collectives cost beyond
+        their bytes (NCCL's base latency, ring steps, torus hops)."""
+        return self.communication_time_s - self.bandwidth_time_s
+
+    @property
+    def bound(self) -> str:
+        """What limits the step (no overlap), by this rule:
+
+        - ``"latency-bound"``: communication takes at least as long as compute, and more
+          than half of it is latency (`latency_time_s`): the collectives are too small
+          for their bytes to matter, so their count, not their size, sets the time;
+        - ``"communication-bound"``: communication takes at least as long as compute,
+          mostly moving bytes;
+        - ``"compute-bound"``: compute takes longer than communication.
+        """
+        if self.communication_time_s < self.compute_time_s or self.communication_time_s == 0:
+            return "compute-bound"
+        if self.latency_time_s > 0.5 * self.communication_time_s:
+            return "latency-bound"
+        return "communication-bound"
+
+    def bound_text(self) -> str:
+        """`bound` with the shares it rests on, for a headline."""
+        step = self.step_time_s or 1.0
+        comm = self.communication_time_s
+        text = f"{self.bound}: communication {comm / step:.0%} of the step"
+        if comm:
+            text += f", {self.latency_time_s / comm:.0%} of it latency"
+        if self.bound == "latency-bound":
+            text += (
+                " (the collectives' count sets the time, not their bytes: fewer, larger "
+                "collectives or more work per device amortise it)"
+            )
+        return text
+
+    def flops_note(self) -> str:
+        """Why the two flop counts differ, when they do by more than 1% (else "")."""
+        a, b = self.flops, self.executed_flops
+        if max(a, b) == 0 or abs(a - b) <= 0.01 * max(a, b):
+            return ""
+        if a < b:
+            why = "XLA's cost analysis counts a loop body once, not once per trip"
+        else:
+            why = (
+                "XLA's cost analysis counts an elementwise op once per fusion that "
+                "recomputes it, executed counts it once"
+            )
+        return f"they differ: {why}; MFU uses executed flops"
+
     @property
     def fits(self) -> bool:
         """Whether the peak fits in the device's memory."""
@@ -242,6 +312,9 @@ class Report:
             "peak_flops_per_s": self.peak_flops_per_s,
             "mfu": self.mfu,
             "mfu_overlap": self.mfu_overlap,
+            "bandwidth_time_s": self.bandwidth_time_s,
+            "latency_time_s": self.latency_time_s,
+            "bound": self.bound,
             "memory": {
                 "peak_location": self.memory.peak_location,
                 "argument_bytes": self.memory.argument_bytes,
@@ -264,15 +337,19 @@ class Report:
         cats = ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mem.by_category.items())
         lines = [
             f"simulated on {hw.name}; mesh {str(self.topology) or '(one device)'}",
+            *([f"  (a fitted profile: {hw.provenance})"] if hw.provenance else []),
             f"step time      {fmt_time(self.step_time_s)} (no overlap), "
             f"{fmt_time(self.step_time_overlap_s)} (full overlap)",
             f"  compute      {fmt_time(self.compute_time_s)}; communication "
             f"{fmt_time(self.communication_time_s)} ({fmt_bytes(self.communication_bytes)} "
             "sent per device)"
             + (f"; launch {fmt_time(self.launch_time_s)}" if self.launch_time_s else ""),
+            f"  bound        {self.bound_text()}",
             f"flops/device   {self.flops:.4g} as XLA counts them, {self.executed_flops:.4g} "
             f"executed (+{self.transcendentals:.3g} transcendentals)",
-            f"MFU            {fmt_mfu(self.mfu)} ({fmt_mfu(self.mfu_overlap)} with overlap)",
+            *([f"  ({self.flops_note()})"] if self.flops_note() else []),
+            f"MFU            {fmt_mfu(self.mfu)} ({fmt_mfu(self.mfu_overlap)} with overlap)"
+            + (f"; {self.bound}" if self.bound == "latency-bound" else ""),
             f"peak memory    {fmt_bytes(self.peak_memory_bytes)} of "
             f"{fmt_bytes(hw.memory_bytes)} ({fits}) at {mem.peak_location}",
             f"  live then    {cats}",

@@ -19,14 +19,21 @@ Hosts: the innermost axes whose product fits in one host (`Hardware.devices_per_
 multi-process mesh names its crossing axes itself (``cross_host_axes``, read from which
 process owns each device). On a CPU, hosts are only considered when named that way.
 
-Each mesh axis is assumed to be one physical ring (one torus dimension); a mesh axis that spans
-several torus dimensions, or several mesh axes that share one, are not modelled. Override the
-default with `Topology.from_kinds` or by passing `AxisLink`s.
+TPU slices: the ICI axes' devices form a slice whose shape is what Cloud TPU allocates
+(`slice_shape`: 3D on v4/v5p, e.g. 8 chips are 2x2x2, 128 are 4x4x8; 2D on v5e/v6e, e.g.
+8 chips are 2x4), and the mesh axes, minor to major, take its physical dimensions: an axis
+the size of one dimension is that ring; an axis spanning several (4 devices on two 2-rings
+of a 2x2x2 v5p slice) is a multi-dimensional torus whose collectives use every dimension's
+links at once (`AxisLink.torus`; the scaling book's multi-axis rule, reference §6.2); an axis
+that takes part of a dimension is one ring without wraparound. A mesh whose axes do not tile
+the slice this way keeps one ring per axis. Several mesh axes sharing one dimension are not
+modelled. Override the default with `Topology.from_kinds` or by passing `AxisLink`s.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -61,6 +68,8 @@ class AxisLink:
       link: the `Link` it runs over.
       wraparound: for a torus link, whether the ring is closed (a switched link ignores it).
       crosses_hosts: whether the axis's devices are on more than one host (process).
+      torus: for an axis spanning several physical torus dimensions, ``(size, closed)`` per
+        dimension; empty when the axis is one ring (of `size`, closed per `wraparound`).
     """
 
     axis: str
@@ -68,11 +77,19 @@ class AxisLink:
     link: Link
     wraparound: bool = True
     crosses_hosts: bool = False
+    torus: tuple[tuple[int, bool], ...] = ()
 
     @property
     def closed_ring(self) -> bool:
-        """Whether collectives see a closed ring: switched, wraparound, or size <= 2."""
+        """Whether collectives see a closed ring: switched, wraparound, or size <= 2 (for a
+        multi-dimensional axis: every dimension closed)."""
+        if self.torus:
+            return self.link.switched or all(closed for _, closed in self.torus)
         return self.link.switched or self.wraparound or self.size <= 2
+
+    def rings(self) -> tuple[tuple[int, bool], ...]:
+        """The physical rings the axis runs over, ``(size, closed)`` each."""
+        return self.torus or ((self.size, self.closed_ring),)
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,8 @@ class Topology:
         parts = []
         for a in self.axes:
             wrap = "" if a.link.switched else (" wraparound" if a.closed_ring else " no-wrap")
+            if a.torus:
+                wrap += " (" + "x".join(str(d) for d, _ in a.torus) + " torus)"
             hosts = " cross-host" if a.crosses_hosts else ""
             parts.append(f"{a.axis}={a.size}: {a.link.kind}{wrap}{hosts}")
         return ", ".join(parts)
@@ -135,6 +154,8 @@ class Topology:
         else:
             kinds = {axis: hardware.links[0].kind for axis, _ in axes}
         topo = Topology.from_kinds(hardware, axes, kinds)
+        if hardware.kind == "tpu" and hardware.torus_rank >= 2:
+            topo = _on_slice(hardware, topo)
         return Topology(tuple(_mark_host(hardware, a, a.axis in crossing) for a in topo.axes))
 
     @staticmethod
@@ -175,6 +196,60 @@ class Topology:
                 wrap = size <= 2 or size % hardware.wraparound_multiple == 0
             out.append(AxisLink(axis, size, hardware.link(kind), wrap))
         return Topology(tuple(out))
+
+
+def slice_shape(devices: int, rank: int) -> tuple[int, ...] | None:
+    """The physical shape of a TPU slice of `devices` chips on a `rank`-D torus, as Cloud TPU
+    allocates them (smallest dimension doubled first: 8 -> 2x2x2, 128 -> 4x4x8, 6144 ->
+    16x16x24; 2D: 8 -> 2x4), or None when no such shape has exactly that many chips.
+
+    Args:
+      devices: chips in the slice.
+      rank: torus dimensions (3 on v4/v5p, 2 on v5e/v6e).
+    """
+    dims = [1] * rank
+    while math.prod(dims) < devices:
+        i = dims.index(min(dims))
+        factor = devices / math.prod(dims)
+        if factor >= 2:
+            dims[i] *= 2
+        elif float(dims[i] * factor).is_integer():
+            dims[i] = int(dims[i] * factor)
+        else:
+            return None
+    return tuple(sorted(dims)) if math.prod(dims) == devices else None
+
+
+def _on_slice(hardware: Hardware, topo: Topology) -> Topology:
+    """The ICI axes of `topo` laid onto the physical dimensions of their slice (module doc)."""
+    ici = [a for a in topo.axes if a.link.kind == "ici" and not a.link.switched]
+    shape = slice_shape(math.prod(a.size for a in ici), hardware.torus_rank)
+    if shape is None:
+        return topo
+    free = list(shape)
+    placed: dict[str, tuple[tuple[int, bool], ...]] = {}
+    for a in reversed(ici):  # minor to major
+        if a.size == 1:
+            continue
+        if a.size in free:
+            free.remove(a.size)
+            continue  # one whole dimension: the ring it already is
+        taken: list[int] = []
+        for d in sorted(free):
+            if a.size % (math.prod(taken) * d) == 0:
+                taken.append(d)
+            if math.prod(taken) == a.size:
+                break
+        if math.prod(taken) != a.size or len(taken) < 2:
+            return topo  # the axis does not tile whole dimensions: one ring per axis
+        for d in taken:
+            free.remove(d)
+        wrap = hardware.wraparound_multiple
+        placed[a.axis] = tuple((d, d <= 2 or d % wrap == 0) for d in taken)
+    return Topology(
+        tuple(dataclasses.replace(a, torus=placed[a.axis]) if a.axis in placed else a
+              for a in topo.axes)
+    )  # fmt: skip
 
 
 def _mark_host(hardware: Hardware, axis: AxisLink, crosses: bool) -> AxisLink:

@@ -22,3 +22,5 @@ from partir.tactics.presets import MP as MP  # noqa: E402
 from partir.tactics.presets import SP as SP  # noqa: E402
 from partir.tactics.presets import Z2 as Z2  # noqa: E402
 from partir.tactics.presets import Z3 as Z3  # noqa: E402
+from partir.tactics.sequence import DSP as DSP  # noqa: E402
+from partir.tactics.sequence import DSPPartition as DSPPartition  # noqa: E402

@@ -18,7 +18,7 @@ from partir.errors import (
 )
 from partir.ir.paths import root_of
 from partir.passes.propagate import Conflict, Propagator
-from partir.tactics.selectors import select
+from partir.tactics.selectors import select, selector_hints
 
 
 class _Replicated:
@@ -60,6 +60,41 @@ class TacticContext:
     """The simulator profile (name or `partir.simulator.Hardware`) automatic tactics judge
     candidates on, unless they name their own (`partir.partition(hardware=...)`)."""
 
+    logical_axes: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
+    """Input path (``params/blocks/0/up/kernel``, absolute) -> logical axis names, read from
+    the arguments' metadata (`partir._logical.input_logical_axes`); what
+    ``LogicalPartition(logical=None)`` uses. Empty when the caller read none."""
+    named: list[tuple[str, SSAValue]] = field(default_factory=list)
+    """Intermediate values selected by ``name:`` selectors so far (label, value); leaf index
+    ``len(paths) + k`` of a tactic's choice is ``named[k]``."""
+
+    def select_named(self, name: str) -> list[int]:
+        """Indices (past `paths`) of every value `checkpoint_name` named `name`, forward and
+        backward, nested regions included; registered in `named` on first use."""
+        found = named_values(self.propagator.module, name)
+        out = []
+        base = len(self.paths)
+        for k, value in enumerate(found):
+            label = f"{NAME_PREFIX}{name}" + (f"#{k}" if len(found) > 1 else "")
+            for j, (_, known) in enumerate(self.named):
+                if known is value:
+                    out.append(base + j)
+                    break
+            else:
+                self.named.append((label, value))
+                out.append(base + len(self.named) - 1)
+        return out
+
+    def label(self, i: int) -> str:
+        """The path (or ``name:`` label) of leaf index `i`."""
+        n = len(self.paths)
+        return self.paths[i] if i < n else self.named[i - n][0]
+
+    def value(self, i: int) -> SSAValue:
+        """The value of leaf index `i` (an input, an output or a named value)."""
+        n = len(self.paths)
+        return self.values[i] if i < n else self.named[i - n][1]
+
     @property
     def paths(self) -> list[str]:
         """Input paths, then output paths: what a selector is matched against."""
@@ -69,6 +104,30 @@ class TacticContext:
     def values(self) -> list[SSAValue]:
         """The values of `paths`, in the same order."""
         return self.inputs + self.outputs
+
+
+NAME_PREFIX = "name:"
+"""Selectors starting with this name a value by its `jax.ad_checkpoint.checkpoint_name`."""
+
+
+def named_values(module: Any, name: str) -> list[SSAValue]:
+    """Results of every ``name`` op (`checkpoint_name`) called `name`, in program order."""
+    out: list[SSAValue] = []
+    for op in module.walk():
+        if isinstance(op, ir.PrimOp) and op.primitive_name == "name":
+            if op.params.find("name") == name:
+                out.append(op.results[0])
+    return out
+
+
+def value_names(module: Any) -> list[str]:
+    """Every `checkpoint_name` name in the program, sorted (for hints)."""
+    names = {
+        str(op.params.find("name"))
+        for op in module.walk()
+        if isinstance(op, ir.PrimOp) and op.primitive_name == "name"
+    }
+    return sorted(names)
 
 
 @dataclass
@@ -82,6 +141,11 @@ class TacticRecord:
     """(input path, dimension or None for replicated) per input the tactic seeded."""
     conflicts: list[Conflict]
     """Conflicts recorded while this tactic applied."""
+    skipped: list[tuple[str, int]] = field(default_factory=list)
+    """(path, bytes) of each leaf the tactic chose to leave alone (a ZeRO preset's leaves
+    with no dim divisible by the axis); empty for a tactic that seeds all it selects."""
+    notes: list[str] = field(default_factory=list)
+    """What the tactic wants the user to know (unused logical rules, skipped leaves)."""
 
 
 def _shape_text(value: SSAValue) -> str:
@@ -143,12 +207,24 @@ class ManualPartition:
                 f"{self!r} refers to mesh axis {self.axis!r}, but the mesh has axes "
                 f"{tuple(prop.sizes)}. Use one of those names or add {self.axis!r} to the mesh."
             )
+        return self._seed(ctx, index, self._choose(ctx, self.inputs))
+
+    def _choose(
+        self, ctx: TacticContext, inputs: Mapping[str, int | _Replicated]
+    ) -> dict[int, tuple[int | None, str]]:
+        """Leaf index -> (dim or None for replicated, the selector that chose it)."""
+        prop = ctx.propagator
         size = prop.sizes[self.axis]
         chosen: dict[int, tuple[int | None, str]] = {}
-        for selector, dim in self.inputs.items():
-            hits = select(selector, ctx.paths)
+        for selector, dim in inputs.items():
+            if selector.startswith(NAME_PREFIX):
+                hits = ctx.select_named(selector[len(NAME_PREFIX) :])
+                if not hits:
+                    raise SelectorError(_no_name_message(self, selector, ctx))
+            else:
+                hits = select(selector, ctx.paths)
             if not hits:
-                raise SelectorError(_no_match_message(self, selector, ctx.input_paths))
+                raise SelectorError(no_match_message(self, selector, ctx.paths))
             for i in hits:
                 chosen_dim = (
                     None
@@ -157,29 +233,36 @@ class ManualPartition:
                 )
                 if i in chosen and chosen[i][0] != chosen_dim:
                     raise DuplicateShardingError(
-                        f"{self!r} shards {ctx.paths[i]} twice on axis {self.axis!r}: selector "
+                        f"{self!r} shards {ctx.label(i)} twice on axis {self.axis!r}: selector "
                         f"{chosen[i][1]!r} asks for {_dim_text(chosen[i][0])} and {selector!r} for "
                         f"{_dim_text(chosen_dim)}. A value is tiled at most once per axis: make the "
                         "selectors disjoint."
                     )
                 chosen[i] = (chosen_dim, selector)
+        return chosen
+
+    def _seed(
+        self, ctx: TacticContext, index: int, chosen: Mapping[int, tuple[int | None, str]]
+    ) -> TacticRecord:
+        """Seed (or pin) the chosen leaves, propagate on the axis, and record it."""
+        prop = ctx.propagator
         before = len(prop.conflicts)
         seeds = []
         for i, (tile_dim, _) in sorted(chosen.items()):
-            value = ctx.values[i]
+            value = ctx.value(i)
             if tile_dim is None:
                 prop.pin(value, self.axis, index)
             elif prop.seed(value, tile_dim, self.axis, index):
                 seeds.append(value)
         prop.propagate(self.axis, index, seeds)
         return TacticRecord(
-            index, self, [(ctx.paths[i], d) for i, (d, _) in sorted(chosen.items())],
+            index, self, [(ctx.label(i), d) for i, (d, _) in sorted(chosen.items())],
             prop.conflicts[before:],
         )  # fmt: skip
 
     def _check_dim(self, ctx: TacticContext, i: int, selector: str, dim: int, size: int) -> int:
-        value = ctx.values[i]
-        path = ctx.paths[i]
+        value = ctx.value(i)
+        path = ctx.label(i)
         if i in ctx.non_array_inputs:
             raise SelectorError(
                 f"{self!r} selects {path} through {selector!r}, but that input is a Python "
@@ -215,12 +298,33 @@ class ManualPartition:
         return dim
 
 
+def _no_name_message(tactic: Any, selector: str, ctx: TacticContext) -> str:
+    names = value_names(ctx.propagator.module)
+    want = selector[len(NAME_PREFIX) :]
+    if not names:
+        return (
+            f"{tactic!r}: selector {selector!r} names a value by checkpoint_name, but "
+            f"{ctx.function} names none: wrap the value in "
+            f"jax.ad_checkpoint.checkpoint_name(x, {want!r})."
+        )
+    from partir.tactics.selectors import closest
+
+    near = closest(want, names)
+    return (
+        f"{tactic!r}: no value is named {want!r} by checkpoint_name in {ctx.function}. The "
+        f"names used are {', '.join(map(repr, names))}; did you mean "
+        f"{' or '.join(repr(NAME_PREFIX + n) for n in near)}?"
+    )
+
+
 def _dim_text(dim: int | None) -> str:
     return "replicated" if dim is None else f"dim {dim}"
 
 
-def _no_match_message(tactic: ManualPartition, selector: str, paths: Sequence[str]) -> str:
-    roots = sorted({root_of(p) for p in paths})
+def no_match_message(tactic: Any, selector: str, paths: Sequence[str]) -> str:
+    """The `SelectorError` text for `selector` matching none of `paths` (what the function's
+    arguments are, the closest paths, a `.` written for `/`)."""
+    roots = sorted({root_of(p) for p in paths} - {"out"})  # outputs are not arguments
     head = root_of(selector)
     near = [p for p in paths if root_of(p) == head][:5]
     hint = (
@@ -228,4 +332,9 @@ def _no_match_message(tactic: ManualPartition, selector: str, paths: Sequence[st
         if near
         else f" The function's arguments are {', '.join(roots)}; a selector starts with one of them."
     )
-    return f"{tactic!r}: selector {selector!r} matches no input or output.{hint} A selector that matches nothing is an error, not a no-op."
+    extra = selector_hints(selector, list(paths))
+    return (
+        f"{tactic!r}: selector {selector!r} matches no input or output.{hint}"
+        + (f" {extra}" if extra else "")
+        + " A selector that matches nothing is an error, not a no-op."
+    )

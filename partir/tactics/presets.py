@@ -35,7 +35,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from partir.errors import TacticError
-from partir.tactics.manual import REPLICATED, ManualPartition, _Replicated
+from partir.tactics.manual import (
+    REPLICATED,
+    ManualPartition,
+    _Replicated,
+)
+from partir.tactics.preset_tactics import (
+    PresetPartition as PresetPartition,
+)
+from partir.tactics.preset_tactics import (
+    ZeroPartition as ZeroPartition,
+)
+from partir.tactics.preset_tactics import _check_selectors, _preset
 
 Selectors = Sequence[str] | Mapping[str, int]
 """Selectors (each given a preset's default dim) or a mapping selector -> explicit dim."""
@@ -124,12 +135,22 @@ def BP(axis: str = "batch", inputs: Mapping[str, int] | None = None) -> list[Man
     Args:
       axis: the mesh axis that splits the batch.
       inputs: selector -> dim of the data to split; default ``{"batch": 0}`` (every leaf
-        under the ``batch`` argument on its dim 0).
+        under the ``batch`` argument on its dim 0). This is how to name the data of a
+        step with other argument names: ``BP(inputs={"x": 0, "y": 0})`` for
+        ``step(params, opt_state, x, y)``. When the default matches nothing the
+        `SelectorError` says so.
 
     Returns:
-      ``[ManualPartition(inputs, axis=axis)]``.
+      ``[ManualPartition(inputs, axis=axis)]`` (a `PresetPartition`).
     """
-    return [ManualPartition(dict(inputs if inputs is not None else {"batch": 0}), axis=axis)]
+    if inputs is not None and not isinstance(inputs, Mapping):
+        raise TacticError(
+            f"BP(inputs={inputs!r}): expected a mapping selector -> batch dim, e.g. {{'x': 0}}."
+        )
+    _check_selectors("BP", "inputs", inputs or {})
+    chosen = dict(inputs if inputs is not None else {"batch": 0})
+    defaults = {"inputs"} if inputs is None else set()
+    return [_preset("BP", chosen, axis, dict.fromkeys(chosen, "inputs"), defaults)]
 
 
 def MP(
@@ -179,8 +200,16 @@ def MP(
     """
     offset = _offset("MP", stacked, layer_dim_offset)
     inputs: dict[str, int] = {}
-    for part, default in ((column, 1), (row, 0), (column_bias, 0)):
-        inputs.update(_dims(part, default, offset))
+    origins: dict[str, str] = {}
+    defaults = {
+        n for n, v, d in (("column", column, MP_COLUMN), ("row", row, MP_ROW),
+                          ("column_bias", column_bias, MP_COLUMN_BIAS)) if v is d
+    }  # fmt: skip
+    for arg, part, default in (("column", column, 1), ("row", row, 0), ("column_bias", column_bias, 0)):  # fmt: skip
+        _check_selectors("MP", arg, part)
+        dims = _dims(part, default, offset)
+        inputs.update(dims)
+        origins.update(dict.fromkeys(dims, arg))
     if not inputs:
         raise TacticError("MP(): column, row and column_bias are all empty; nothing to shard.")
     inputs_all = _with_state(
@@ -190,7 +219,9 @@ def MP(
         params_root=params_root,
         optimizer_state=optimizer_state,
     )
-    return [ManualPartition(inputs_all, axis=axis)]
+    for selector in inputs_all:
+        origins.setdefault(selector, "optimizer_state")
+    return [_preset("MP", inputs_all, axis, origins, defaults)]
 
 
 def SP(axis: str = "model", inputs: Mapping[str, int] | None = None) -> list[ManualPartition]:
@@ -219,29 +250,51 @@ def SP(axis: str = "model", inputs: Mapping[str, int] | None = None) -> list[Man
         "batch/targets": 1}`` (the zoo GPT's ``[batch, seq]`` tokens).
 
     Returns:
-      ``[ManualPartition(inputs, axis=axis)]``.
+      ``[ManualPartition(inputs, axis=axis)]`` (a `PresetPartition`).
     """
-    return [ManualPartition(dict(inputs if inputs is not None else SP_INPUTS), axis=axis)]
+    if inputs is not None and not isinstance(inputs, Mapping):
+        raise TacticError(
+            f"SP(inputs={inputs!r}): expected a mapping selector -> sequence dim, e.g. "
+            "{'batch/tokens': 1}."
+        )
+    _check_selectors("SP", "inputs", inputs or {})
+    chosen = dict(inputs if inputs is not None else SP_INPUTS)
+    defaults = {"inputs"} if inputs is None else set()
+    return [_preset("SP", chosen, axis, dict.fromkeys(chosen, "inputs"), defaults)]
 
 
-def _zero_inputs(
-    roots: Sequence[str], dim: int, dims: Mapping[str, int] | None
-) -> dict[str, int | _Replicated]:
-    per_sub = dict(dims) if dims is not None else {"": dim}
-    out: dict[str, int | _Replicated] = {}
-    for root in roots:
-        for sub, d in per_sub.items():
-            out["/".join(p.strip("/") for p in (root, sub) if p.strip("/"))] = d
-    return out
+def _zero_dims(
+    dims: Mapping[str, int | _Replicated | None] | None, preset: str
+) -> tuple[tuple[str, int | _Replicated | None], ...]:
+    if dims is None:
+        return ()
+    if not isinstance(dims, Mapping):
+        raise TacticError(
+            f"{preset}(dims={dims!r}): expected a mapping sub-path -> dim (or None to leave "
+            "that sub-tree alone), e.g. {'blocks': 1}."
+        )
+    for sub, d in dims.items():
+        if not isinstance(sub, str) or not (
+            d is None
+            or isinstance(d, _Replicated)
+            or (isinstance(d, int) and not isinstance(d, bool))
+        ):
+            raise TacticError(
+                f"{preset}(dims=...): {sub!r} -> {d!r}; expected a sub-path (str) mapped to a "
+                "dim (int), None or partir.REPLICATED."
+            )
+    return tuple(dims.items())
 
 
 def Z2(
     axis: str = "batch",
-    dim: int = 0,
+    dim: int | None = None,
     *,
-    dims: Mapping[str, int] | None = None,
+    dims: Mapping[str, int | _Replicated | None] | None = None,
     optimizer_state: Sequence[str] = OPTIMIZER_STATE,
     replicated: Sequence[str] = ("params", "out/0"),
+    strict: bool = False,
+    min_bytes: int = 0,
 ) -> list[ManualPartition]:
     """ZeRO stage 2 (Rajbhandari et al. 2020): optimizer state sharded on the batch axis.
 
@@ -251,55 +304,80 @@ def Z2(
     since AdamW's weight decay would otherwise carry the state's sharding into them (that
     would be ZeRO-3, `Z3`).
 
+    Every state leaf goes on `dim` if given and divisible, else on its largest dim
+    divisible by the axis; a leaf with none (a bias of 10 on 4 devices) is skipped and
+    reported in the tactic's record (``plan.summary()``), or with ``strict=True`` raises.
+
     Args:
       axis: the mesh axis to shard over (the data-parallel one).
-      dim: the dim of every optimizer-state leaf to shard.
-      dims: per sub-path (relative to each optimizer-state root) -> dim, replacing `dim`;
-        e.g. ``{"blocks": 1, "embed": 0, "final_ln": 0, "head": 0}`` for the zoo's
-        ``gpt_scan`` (its stacked layer dim is too small to split). The sub-paths must
-        together cover the state you want sharded.
+      dim: the preferred dim of every optimizer-state leaf (None: the largest divisible).
+      dims: sub-path (relative to each optimizer-state root) -> dim, None (leave that
+        sub-tree alone) or `partir.REPLICATED`; these *override* the default for the
+        leaves they name (later entries win), the rest keep it. E.g. ``{"blocks": 1}`` for
+        the zoo's ``gpt_scan`` (its stacked layer dim is too small to split).
       optimizer_state: the optimizer-state roots (default ``opt_state/*/mu`` and
         ``opt_state/*/nu``).
       replicated: selectors pinned replicated on `axis` (default the parameters and the
         step's first output, the new parameters); ``()`` for none.
+      strict: raise `DimensionError` for a leaf of at least `min_bytes` with no divisible
+        dim instead of skipping it.
+      min_bytes: with `strict`, leaves smaller than this are still skipped.
 
     Returns:
-      One `ManualPartition` on `axis`.
+      One `ZeroPartition` on `axis`.
     """
-    inputs = _zero_inputs(optimizer_state, dim, dims)
-    for selector in replicated:
-        inputs[selector] = REPLICATED
-    return [ManualPartition(inputs, axis=axis)]
+    return [
+        ZeroPartition(
+            dict.fromkeys(replicated, REPLICATED), axis, "Z2", tuple(optimizer_state), dim,
+            _zero_dims(dims, "Z2"), strict, min_bytes, OPTIMIZER_STATE, ("params", "out/0"),
+        )
+    ]  # fmt: skip
 
 
 def Z3(
     axis: str = "batch",
-    dim: int = 0,
+    dim: int | None = None,
     *,
-    dims: Mapping[str, int] | None = None,
+    dims: Mapping[str, int | _Replicated | None] | None = None,
     params: str = "params",
     optimizer_state: Sequence[str] = OPTIMIZER_STATE,
+    strict: bool = False,
+    min_bytes: int = 0,
 ) -> list[ManualPartition]:
     """ZeRO stage 3 (Rajbhandari et al. 2020): parameters and optimizer state sharded.
 
     After `BP` on the same `axis`, every use of a parameter is a conflict, lowered to an
     all-gather of the parameter, and every gradient, a pending sum consumed sharded by the
-    update, becomes a reduce-scatter: one all-gather per parameter leaf, one
+    update, becomes a reduce-scatter: one all-gather per sharded parameter leaf, one
     reduce-scatter per gradient leaf.
+
+    Every leaf goes on `dim` if given and divisible, else on its largest dim divisible by
+    the axis; a leaf with none is skipped and reported in the tactic's record
+    (``plan.summary()``, `TacticRecord.skipped`), or with ``strict=True`` raises.
 
     Args:
       axis: the mesh axis to shard over (the data-parallel one).
-      dim: the dim of every parameter and state leaf to shard.
-      dims: per sub-path (relative to `params` and to each optimizer-state root) -> dim,
-        replacing `dim`; e.g. ``{"blocks": 1, "embed": 0, "final_ln": 0, "head": 0}``
-        for ``gpt_scan``.
+      dim: the preferred dim of every parameter and state leaf (None: the largest
+        divisible one).
+      dims: sub-path (relative to `params` and to each optimizer-state root) -> dim, None
+        (leave that sub-tree alone) or `partir.REPLICATED`; these *override* the default
+        for the leaves they name (later entries win), the rest keep it; e.g.
+        ``{"blocks": 1}`` for ``gpt_scan``.
       params: the parameters' root selector.
       optimizer_state: the optimizer-state roots; ``()`` for a function without one.
+      strict: raise `DimensionError` for a leaf of at least `min_bytes` with no divisible
+        dim instead of skipping it.
+      min_bytes: with `strict`, leaves smaller than this are still skipped.
 
     Returns:
-      One `ManualPartition` on `axis`.
+      One `ZeroPartition` on `axis`.
     """
-    return [ManualPartition(_zero_inputs((params, *optimizer_state), dim, dims), axis=axis)]
+    return [
+        ZeroPartition(
+            {}, axis, "Z3", (params, *optimizer_state), dim, _zero_dims(dims, "Z3"), strict,
+            min_bytes, ("params", *OPTIMIZER_STATE),
+        )
+    ]  # fmt: skip
 
 
 def EMB(
@@ -331,6 +409,7 @@ def EMB(
     Returns:
       One `ManualPartition` on `axis`.
     """
+    _check_selectors("EMB", "table", table)
     tables = (table,) if isinstance(table, str) else tuple(table)
     inputs = _with_state(
         {t: dim for t in tables},
@@ -339,7 +418,9 @@ def EMB(
         params_root=params_root,
         optimizer_state=optimizer_state,
     )
-    return [ManualPartition(inputs, axis=axis)]
+    origins = {s: ("table" if s in tables else "optimizer_state") for s in inputs}
+    defaults = {"table"} if table == "params/embed/tokens" else set()
+    return [_preset("EMB", inputs, axis, origins, defaults)]
 
 
 def EP(
@@ -381,6 +462,7 @@ def EP(
     Returns:
       One `ManualPartition` on `axis`.
     """
+    _check_selectors("EP", "experts", experts)
     selectors = (experts,) if isinstance(experts, str) else tuple(experts)
     inputs = _with_state(
         {s: dim for s in selectors},
@@ -389,7 +471,9 @@ def EP(
         params_root=params_root,
         optimizer_state=optimizer_state,
     )
-    return [ManualPartition(inputs, axis=axis)]
+    origins = {s: ("experts" if s in selectors else "optimizer_state") for s in inputs}
+    defaults = {"experts"} if experts is EP_EXPERTS else set()
+    return [_preset("EP", inputs, axis, origins, defaults)]
 
 
-__all__ = ["BP", "EMB", "EP", "MP", "SP", "Z2", "Z3"]
+__all__ = ["BP", "EMB", "EP", "MP", "SP", "Z2", "Z3", "PresetPartition", "ZeroPartition"]

@@ -148,11 +148,14 @@ def register_op(name: str, primitives: Sequence[str] | None = None) -> Callable:
     ``ShapeDtypeStruct`` values defined so far (it always holds a float32 value). It returns
     ``(operands, params, apply)``: operands are value ids, or ``(id, shape)`` to reshape that value
     first; ``apply(*arrays, **params)`` must depend only on its arguments, keep the module's
-    invariants and produce every name in ``primitives`` (default ``(name,)``) in the jaxpr.
+    invariants and produce every name in ``primitives`` (default ``(name,)``; ``()`` for a
+    generator whose primitives vary with its draws) in the jaxpr.
     """
 
     def deco(fn: Callable) -> Callable:
-        OP_GENERATORS[name] = OpGenerator(name, fn, tuple(primitives or (name,)))
+        OP_GENERATORS[name] = OpGenerator(
+            name, fn, (name,) if primitives is None else tuple(primitives)
+        )
         return fn
 
     return deco

@@ -50,7 +50,14 @@ def _dot_general(draw: Draw, pool: Pool):
     others = _ids(pool, pred=lambda s: bool(set(s) & set(sa)))
     b: Ref = draw(st.sampled_from([i for i in others if i != a] or [a]))
     sb = sa if b == a else tuple(pool[b].shape)  # type: ignore
-    pairs = [(i, j) for i in range(len(sa)) for j in range(len(sb)) if sa[i] == sb[j]]
+    # x with itself pairs dim i with dim i only: XLA's CPU partitioner (jax 0.12) miscompiles a
+    # self-contraction of transposed dims sharded on two axes (tests/property/test_known_bugs.py)
+    pairs = [
+        (i, j)
+        for i in range(len(sa))
+        for j in range(len(sb))
+        if sa[i] == sb[j] and (b != a or i == j)
+    ]
     chosen: list[tuple[int, int]] = []
     for i, j in draw(st.permutations(pairs)):
         if all(i != ci and j != cj for ci, cj in chosen):
@@ -86,7 +93,9 @@ def _reduction(name: str, f: Callable[[Any, tuple[int, ...]], Any], what: str) -
 
 _reduction(
     "reduce_sum",
-    lambda x, axes: lax.reduce_sum(x, axes) * (1 / _size(x.shape[a] for a in axes)),
+    # scaled first: the reduction's own result (a partial sum when an axis is sharded) is what
+    # the next op reads
+    lambda x, axes: lax.reduce_sum(x * (1 / _size(x.shape[a] for a in axes)), axes),
     "Mean",
 )
 _reduction("reduce_max", lax.reduce_max, "Max")

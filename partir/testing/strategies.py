@@ -19,20 +19,25 @@ program that reassociates a sum can, rarely, land on the other side of a boundar
 
 `meshes()` draws mesh axes such as ``(("a", 2), ("b", 4))``.
 
+`schedules()` draws a list of `ManualPartition` tactics for a program and a mesh.
+
 The code lives in private modules: `_program_core` (`RandomProgram`, `OpSpec`, the registry and
-the generators' helpers) and `_program_ops` (the registered generators); importing this module
-registers them all.
+the generators' helpers), `_program_ops` (the basic generators) and `_program_rules` (generators
+aimed at delicate sharding rules: partial sums feeding products, scatters, reversals, sorts,
+region ops); importing this module registers them all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 from hypothesis import strategies as st
 
 from partir.testing import _program_ops as _program_ops  # registers the op generators
+from partir.testing import _program_rules as _program_rules  # and those aimed at the rules
 from partir.testing._program_core import AXIS_NAMES as AXIS_NAMES
 from partir.testing._program_core import F32 as F32
 from partir.testing._program_core import I32 as I32
@@ -147,3 +152,39 @@ def meshes(
             f"bad mesh bounds: max_axes={max_axes} sizes={sizes} max_devices={max_devices}"
         )
     return _meshes(max_axes, sizes, max_devices)
+
+
+@st.composite
+def _schedules(
+    draw: Draw, prog: RandomProgram, axes: tuple[tuple[str, int], ...], max_tactics: int
+):
+    import partir  # the API layer imports jax and the passes: only needed when drawing
+
+    names = list(prog.inputs)
+    schedule = []
+    for _ in range(draw(st.integers(1, max_tactics))):
+        # a repeated axis is drawn as often as a fresh one: two tactics on one axis may conflict
+        axis = draw(st.sampled_from([a for a, _ in axes]))
+        chosen = draw(
+            st.lists(st.sampled_from(names), min_size=1, max_size=len(names), unique=True)
+        )
+        inputs: dict[str, Any] = {}
+        for name in chosen:
+            rank = len(prog.inputs[name].shape)
+            # REPLICATED is one choice in about eight: a tactic should usually shard something
+            dims: list[Any] = [*range(rank), *range(-rank, 0)] if rank else []
+            options = [*dims, *dims, partir.REPLICATED] if dims else [partir.REPLICATED]
+            inputs[f"inputs/{name}"] = draw(st.sampled_from(options))
+        schedule.append(partir.ManualPartition(inputs, axis=axis))
+    return schedule
+
+
+def schedules(
+    prog: RandomProgram, axes: tuple[tuple[str, int], ...], *, max_tactics: int = 3
+) -> st.SearchStrategy[list]:
+    """Strategy drawing 1 to `max_tactics` `partir.ManualPartition` tactics for `prog` on a mesh
+    with `axes`: each picks an axis (repeats allowed, so tactics may conflict) and shards a
+    non-empty set of inputs, each on a drawn dim (negative dims too) or, rarely, REPLICATED."""
+    if max_tactics < 1 or not axes:
+        raise ValueError(f"need max_tactics >= 1 and a mesh axis, got {max_tactics}, {axes}")
+    return _schedules(prog, axes, max_tactics)

@@ -33,7 +33,7 @@ for name, (schedule, mode) in cases.items():
     plan = partir.partition(schedule, mesh=mesh, mode=mode)(m.fn).plan(*m.args)
     out[name] = {
         "fingerprint": plan.fingerprint(),
-        "ir": str(plan),
+        "ir": plan.ir(),
         "found": repr(list(plan.tactics_found)),
         "lowered": str(plan.lowered.module),
         "collectives": str(plan.collectives()),

@@ -18,6 +18,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from jax import lax
 from jax.extend.core import Primitive
+from jax.sharding import PartitionSpec as P
 from xdsl.utils.test_value import create_ssa_value
 
 import partir
@@ -66,6 +67,10 @@ def _known_primitive_names() -> frozenset[str]:
         # stack, unstack, random_wrap, random_unwrap (PRNG keys; see partir/rules/random.py)
         lambda x: (jnp.stack([x, x]), *jax.random.key_data(jax.random.split(jax.random.key(0)))),
         lambda x: jax.random.wrap_key_data(x[0, :2].astype(jnp.uint32)),
+        # shard_map (a user's region; see partir/rules/constraints.py)
+        lambda x: jax.shard_map(
+            lambda a: a, mesh=jax.make_mesh((1,), ("i",)), in_specs=P(), out_specs=P()
+        )(x),
     ]
     for fn in traced:
         names |= _jaxpr_primitives(jax.make_jaxpr(fn)(x))

@@ -6,14 +6,14 @@ import math
 import jax
 import pytest
 
-from partir.backend.calibrate import (
+from partir.cli import main
+from partir.cli.calibrate import (
     KINDS,
     QUICK,
     CalibrationError,
     calibrate,
     fit_collective,
 )
-from partir.cli import main
 from partir.simulator import AxisLink, Hardware, collective_time, get_hardware, save_cpu_profile
 
 
@@ -86,7 +86,7 @@ def test_needs_several_devices():
 
 
 def test_cli_writes_the_profile(tmp_path, capsys, monkeypatch):
-    import partir.backend.calibrate as module
+    import partir.cli.calibrate as module
 
     tiny = module.Plan(
         matmul_sizes=(32, 64),

@@ -3,6 +3,7 @@ unpartitioned step's values in both emission modes, accept other naming, and sha
 optimizer state with its parameter."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -76,8 +77,10 @@ def test_presets_are_lists_of_manual_partitions():
 @pytest.mark.parametrize(
     ("model", "ours", "reference"),
     [
-        ("gpt", lambda: [*BP(), *MP(), *Z3()], "BP+MP+Z3"),
-        ("gpt", lambda: [*BP(), *MP(), *Z2()], "BP+MP+Z2"),
+        # the zoo's hand-written ZeRO layouts put every leaf on dim 0; the presets' default
+        # is each leaf's largest divisible dim, so ask for dim 0
+        ("gpt", lambda: [*BP(), *MP(), *Z3(dim=0)], "BP+MP+Z3"),
+        ("gpt", lambda: [*BP(), *MP(), *Z2(dim=0)], "BP+MP+Z2"),
         ("gpt", lambda: [*EMB()], "EMB"),
         ("gpt_scan", lambda: [*BP(), *MP(stacked=True)], "BP+MP"),
     ],
@@ -239,7 +242,9 @@ def test_keyword_overrides_on_a_custom_function():
     assert weights["ex"].spec == P("model", "batch")
     assert state["m"]["ex"].spec == P("model", "batch")
     assert weights["up"].spec == P(None, "batch")
-    assert weights["emb"].spec[0] == "model"
+    # dims= overrides the default for the sub-paths it names; the rest (emb, already on
+    # `model` by EMB) still get Z3's default: their largest divisible dim
+    assert weights["emb"].spec[0] == ("model", "batch")
 
     z2 = [
         *BP(inputs={"data": 0}),
@@ -294,3 +299,120 @@ def test_expert_parallel_collectives_on_moe():
     expert_bytes = c.experts * c.d_model * c.d_ff * 4
     assert not any(x.kind == "all_gather" for x in comm)
     assert all(x.bytes * n < expert_bytes for x in comm if x.kind != "all_to_all")
+
+
+# -- other naming: dims= overrides, skipped leaves, the errors that name the argument --------
+
+
+def zero_plan(*zero, with_bp=True):
+    schedule = [*BP(inputs={"data": 0}), *zero] if with_bp else list(zero)
+    return partir.partition(schedule, mesh=mesh(), mode="spmd")(custom_step).plan(*custom_args())
+
+
+def test_zero_default_is_each_leafs_largest_divisible_dim():
+    weights, state, _ = zero_plan(*Z3(params="weights", optimizer_state=("state/m",))).in_shardings
+    # [32, 16] -> 0, [16, 32] -> 1, [4, 16, 8] -> 1, [32] -> 0
+    assert weights["emb"].spec == P("batch")
+    assert weights["up"].spec == P(None, "batch")
+    assert weights["ex"].spec == P(None, "batch")
+    assert weights["up_b"].spec == P("batch")
+    assert state["m"]["up"].spec == P(None, "batch")
+    # a preferred dim is used where it divides
+    weights, _, _ = zero_plan(
+        *Z3(dim=0, params="weights", optimizer_state=("state/m",))
+    ).in_shardings
+    assert weights["up"].spec == P("batch") and weights["ex"].spec == P("batch")
+
+
+def test_zero_dims_override_the_default_per_sub_path_later_wins():
+    kw = {"params": "weights", "optimizer_state": ("state/m",)}
+    weights, state, _ = zero_plan(*Z3(dims={"up": 0, "up_b": None}, **kw)).in_shardings
+    assert weights["up"].spec == P("batch")  # overridden
+    assert state["m"]["up"].spec == P("batch")  # under every root
+    assert weights["up_b"].spec == P()  # None: left alone, the rest still sharded
+    assert weights["emb"].spec == P("batch") and weights["down"].spec == P("batch")
+    # later entries win: the whole tree on dim 1 except `emb` back on dim 0
+    weights, _, _ = zero_plan(*Z3(dims={"": -1, "emb": 0, "up_b": 0}, **kw)).in_shardings
+    assert weights["emb"].spec == P("batch") and weights["down"].spec == P(None, "batch")
+    assert weights["ex"].spec == P(None, None, "batch")
+    # a pinned sub-tree is replicated, not a no-op for the others
+    weights, _, _ = zero_plan(*Z3(dims={"up_b": partir.REPLICATED}, **kw)).in_shardings
+    assert weights["up_b"].spec == P() and weights["up"].spec == P(None, "batch")
+
+
+def test_zero_explicit_dims_that_do_not_divide_raise():
+    with pytest.raises(partir.errors.DimensionError, match="rank 3"):
+        zero_plan(*Z3(dims={"ex": 3}, params="weights", optimizer_state=("state/m",)))
+    with pytest.raises(SelectorError, match="dims="):
+        zero_plan(*Z3(dims={"nope": 0}, params="weights", optimizer_state=("state/m",)))
+    with pytest.raises(SelectorError, match="optimizer_state="):
+        zero_plan(*Z3(params="weights"))
+    with pytest.raises(TacticError, match="dims="):
+        Z3(dims=[("up", 0)])
+
+
+def test_z2_skips_and_reports_leaves_with_no_divisible_dim():
+    """On an 8-way axis the [4, 16, 8] experts split (16), a [4]-long leaf would not."""
+
+    def tiny(weights, state, data):
+        g = jax.grad(lambda w: jnp.mean((data @ w["w"] + w["b"]) ** 2))(weights)
+        m = jax.tree.map(lambda m, g: 0.9 * m + g, state["m"], g)
+        return jax.tree.map(lambda w, m: w - 0.01 * m, weights, m), {"m": m}
+
+    weights = {"w": jnp.ones((16, 3)), "b": jnp.zeros((3,))}
+    state = {"m": jax.tree.map(jnp.zeros_like, weights)}
+    data = jnp.ones((8, 16))
+    schedule = [*BP(inputs={"data": 0}), *Z2(optimizer_state=("state/m",), replicated=("weights",))]
+    plan = partir.partition(schedule, mesh=mesh())(tiny).plan(weights, state, data)
+    record = plan.records[1]
+    assert record.skipped == [("state/m/b", 12)]
+    assert any("state/m/b" in n and "12 B" in n for n in record.notes)
+    assert plan.in_shardings[1]["m"]["w"].spec == P("batch")
+    assert "skipped" not in repr(plan.records[0].notes)
+    strict = [*BP(inputs={"data": 0}), *Z2(optimizer_state=("state/m",), replicated=("weights",), strict=True)]  # fmt: skip
+    with pytest.raises(partir.errors.DimensionError, match="state/m/b"):
+        partir.partition(strict, mesh=mesh())(tiny).plan(weights, state, data)
+
+
+def test_bp_without_a_batch_argument_says_how_to_name_the_data():
+    with pytest.raises(SelectorError, match=r"BP\(inputs=") as e:
+        partir.partition(BP(), mesh=mesh())(custom_step).plan(*custom_args())
+    assert "called `batch`" in str(e.value) and "default" in str(e.value)
+    with pytest.raises(TacticError, match="mapping"):
+        BP(inputs=("data",))
+
+
+def test_mp_errors_name_the_argument_to_pass():
+    with pytest.raises(SelectorError, match=r"`column=` argument \(the default") as e:
+        partir.partition(MP(with_optimizer_state=False), mesh=mesh())(custom_step).plan(*custom_args())  # fmt: skip
+    assert "LogicalPartition" in str(e.value)
+    custom = MP(column=("weights/up",), row=("weights/dwn",), column_bias=(), **STATE)
+    with pytest.raises(SelectorError, match=r"`row=` argument; pass MP\(row=") as e:
+        partir.partition(custom, mesh=mesh())(custom_step).plan(*custom_args())
+    assert "'weights/down'" in str(e.value)  # did you mean
+    with pytest.raises(TacticError, match="column="):
+        MP(column=3)
+    with pytest.raises(TacticError, match="row="):
+        MP(row=[1, 2])
+    with pytest.raises(SelectorError, match=r"EP\(experts="):
+        partir.partition(EP(with_optimizer_state=False), mesh=mesh())(custom_step).plan(*custom_args())  # fmt: skip
+    with pytest.raises(SelectorError, match=r"SP\(inputs="):
+        partir.partition(SP(), mesh=mesh())(custom_step).plan(*custom_args())
+    with pytest.raises(SelectorError, match="with_optimizer_state=False"):
+        MPs = MP(column=("weights/up",), row=(), column_bias=(), params_root="weights")
+        partir.partition(MPs, mesh=mesh())(custom_step).plan(*custom_args())
+
+
+@pytest.mark.parametrize(
+    ("selector", "hint"),
+    [
+        ("weights.up", "write 'weights/up'"),
+        ("weights['up']", "write 'weights/up'"),
+        ("weights/upp", "Did you mean 'weights/up'"),
+        ("wieghts/down", "Did you mean 'weights/down'"),
+    ],
+)
+def test_selector_help(selector, hint):
+    tactic = partir.ManualPartition({selector: 0}, axis="model")
+    with pytest.raises(SelectorError, match=re.escape(hint)):
+        partir.partition([tactic], mesh=mesh())(custom_step).plan(*custom_args())

@@ -110,3 +110,31 @@ def test_library_model_data_parallel_step_equals_jit(library, mode: str) -> None
     want = jax.jit(step)(params, opt_state, x, y)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("library", [_nnx, _linen, _equinox, _haiku], ids=lambda f: f.__name__[1:])
+def test_library_model_zero3_skips_what_does_not_divide(library) -> None:
+    """`Z3()` with no arguments on each library's own naming: every leaf with a dim divisible
+    by 8 is sharded, the output layer's bias of 1 (and its moments) is skipped and
+    reported, and the step is exact."""
+    from partir.tactics.presets import BP, Z3
+
+    params, apply = library()
+    step, opt = _step_of(apply)
+    opt_state = opt.init(params)
+    x, y = _batch()
+    schedule = [*BP(inputs={"x": 0, "y": 0}), *Z3()]
+    partitioned = partir.partition(schedule, mesh={"batch": 8}, mode="spmd")(step)
+    plan = partitioned.plan(params, opt_state, x, y)
+    shapes = dict(
+        zip(plan.program.input_paths, (np.shape(v) for v in jax.tree.leaves((params, opt_state, x, y))), strict=True)
+    )  # fmt: skip
+    zero_leaves = [p for p in shapes if p.startswith("params/") or "/mu/" in p or "/nu/" in p]
+    want = sorted(p for p in zero_leaves if not any(d % 8 == 0 for d in shapes[p]))
+    assert want and all(np.prod(shapes[p]) == 1 for p in want)  # the bias of 1 and its moments
+    assert sorted(p for p, _ in plan.records[1].skipped) == want
+    assert all(b == 4 for _, b in plan.records[1].skipped)
+    got = partitioned(params, opt_state, x, y)
+    expected = jax.jit(step)(params, opt_state, x, y)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-5)

@@ -212,6 +212,126 @@ def _known_worse(
     return skip
 
 
+@dataclass
+class _Search:
+    """One axis's search: the evaluator and what the phases learn and hand on."""
+
+    ev: Evaluator
+    space: Space
+    objective: str
+    memory_limit: float
+    budget: Budget
+    seed: int
+    progress: Progress
+    model: Model | None = None
+    """The fitted ILP model (once the singles are measured and the ILP runs)."""
+    ilp: IlpResult | None = None
+    ilp_time: float = 0.0
+    pairs: dict[tuple[int, int], tuple[float, float]] = dataclasses.field(default_factory=dict)
+    optima: list[frozenset[int]] = dataclasses.field(default_factory=list)
+    """Every ILP optimum scored, the anchored ones included."""
+
+    def show(self) -> None:
+        if self.ev.cache:
+            best = self.ev.best()[1].value(self.objective)
+            self.progress.update(
+                self.ev.evaluations,
+                self.budget.evaluations,
+                best,
+                self.ilp.objective if self.ilp else None,
+            )
+
+    def singles(self) -> dict[int, tuple[float, float]]:
+        """Score each group alone (every method's first round, the ILP's coefficients, and
+        the order groups are applied in); returns group -> (time, memory)."""
+        found: dict[int, tuple[float, float]] = {}
+        ev = self.ev
+        for g in range(len(self.space.groups)):
+            if self.budget.spent(ev):
+                break
+            s = ev.evaluate(frozenset({g}))
+            found[g] = (s.step_time_s, s.peak_memory_bytes)
+            self.show()
+        ev.order = sorted(found, key=lambda g: (ev.cache[frozenset({g})].key(self.objective), g))
+        return found
+
+    def run_ilp(self, base: tuple[float, float], singles: dict[int, tuple[float, float]]) -> None:
+        """Fit and solve the ILP, score its optimum, and where the model missed solve it
+        again given each of the best groups alone."""
+        ev = self.ev
+        self.model = fit(len(self.space.groups), base, singles, {})
+        t0 = time.perf_counter()
+        self.ilp = _solve(
+            self.model, self.space, self.objective, self.memory_limit, sorted(singles)
+        )
+        self.ilp_time += time.perf_counter() - t0
+        if not self.ilp.chosen or self.budget.spent(ev):
+            return
+        real = ev.evaluate(self.ilp.chosen)
+        self.optima.append(self.ilp.chosen)
+        self.show()
+        ilp = self.ilp
+        predicted = ilp.predicted_time_s if self.objective == "time" else ilp.predicted_memory_bytes
+        close = abs(real.value(self.objective) - predicted) <= MODEL_TOLERANCE * abs(predicted)
+        if close and (real.fits or self.objective == "memory"):
+            return
+        # The model missed: one group changes what the others do (data parallelism
+        # shrinks every other saving). Condition on the groups best alone: measure each
+        # with every group it meets, solve again given it.
+        for anchor in (ev.order or [])[:ANCHORS]:
+            if self.budget.spent(ev):
+                break
+            t_ilp, found = _anchored(
+                ev, self.space, self.model, self.pairs, anchor, self.memory_limit, self.budget,
+                self.show,
+            )  # fmt: skip
+            self.ilp_time += t_ilp
+            self.optima += [found] if found is not None else []
+
+    def run_descent(self) -> None:
+        """`combining_descent` from the best so far, each ILP optimum and the best group
+        alone, each with an equal share of what is left of the budget: a model of
+        independent groups can steer away from the best when one group (data parallelism)
+        changes all the others; a descent from each start corrects it."""
+        ev = self.ev
+        skip = rank = None
+        if self.model is not None:
+            skip = _known_worse(ev, self.space, self.model, self.pairs)
+            rank = _predicted(self.model, self.objective)
+        firsts = list(
+            dict.fromkeys(
+                [ev.best()[0], *self.optima, *[frozenset({g}) for g in (ev.order or [])[:1]]]
+            )
+        )
+        for k, first in enumerate(firsts):
+            share = Budget(seconds=self.budget.seconds, started=self.budget.started)
+            if self.budget.evaluations is not None:
+                left = self.budget.evaluations - ev.evaluations
+                share.evaluations = ev.evaluations + max(1, left // (len(firsts) - k))
+            combining_descent(
+                ev, first, share, seed=self.seed, on_step=self.show, skip=skip, rank=rank
+            )
+
+    def run_beam(self) -> None:
+        """Beam search (width 2) from the empty candidate."""
+        beam_search(self.ev, [frozenset()], self.budget, width=2, seed=self.seed, on_step=self.show)
+
+    def bound(self) -> float | None:
+        """The ILP's proven bound on the objective, where it solved to optimality."""
+        ilp = self.ilp
+        if ilp is None or ilp.chosen is None or ilp.status != "optimal":
+            return None
+        return None if ilp.objective != ilp.objective else ilp.objective  # nan: it failed
+
+
+METHODS: dict[str, tuple[str, ...]] = {
+    "ilp": ("ilp",),
+    "search": ("beam",),
+    "auto": ("ilp", "descent"),
+}
+"""Search method -> its phases after the singles, in order (see the module docstring)."""
+
+
 def decide(
     ctx: TacticContext,
     space: Space,
@@ -232,84 +352,20 @@ def decide(
     ev = Evaluator(ctx, space, index, hardware, memory_limit, objective)
     if budget.evaluations is None and budget.seconds is None:
         budget.evaluations = default_evaluations(len(space.groups))
-    ilp: IlpResult | None = None
-    ilp_time = 0.0
-
-    def show() -> None:
-        if ev.cache:
-            best = ev.best()[1].value(objective)
-            progress.update(
-                ev.evaluations, budget.evaluations, best, ilp.objective if ilp else None
-            )
-
+    search = _Search(ev, space, objective, memory_limit, budget, seed, progress)
     base = ev.evaluate(frozenset())
-    show()
-    model: Model | None = None
-    pairs: dict[tuple[int, int], tuple[float, float]] = {}
-    optima: list[frozenset[int]] = []
-    # every method starts with each group alone: the search's first round, the ILP's
-    # coefficients, and the order groups are applied in when one at a time is better
-    singles: dict[int, tuple[float, float]] = {}
-    for g in range(len(space.groups)):
-        if budget.spent(ev):
-            break
-        s = ev.evaluate(frozenset({g}))
-        singles[g] = (s.step_time_s, s.peak_memory_bytes)
-        show()
-    ev.order = sorted(singles, key=lambda g: (ev.cache[frozenset({g})].key(objective), g))
-    if method in ("ilp", "auto") and singles:
-        model = fit(len(space.groups), (base.step_time_s, base.peak_memory_bytes), singles, {})
-        t0 = time.perf_counter()
-        ilp = _solve(model, space, objective, memory_limit, sorted(singles))
-        ilp_time += time.perf_counter() - t0
-        if ilp.chosen and not budget.spent(ev):
-            real = ev.evaluate(ilp.chosen)
-            optima.append(ilp.chosen)
-            show()
-            predicted = ilp.predicted_time_s if objective == "time" else ilp.predicted_memory_bytes
-            close = abs(real.value(objective) - predicted) <= MODEL_TOLERANCE * abs(predicted)
-            if not close or not (real.fits or objective == "memory"):
-                # The model missed: one group changes what the others do (data
-                # parallelism shrinks every other saving). Condition on the groups best
-                # alone: measure each with every group it meets, solve again given it.
-                for anchor in ev.order[:ANCHORS]:
-                    if budget.spent(ev):
-                        break
-                    t_ilp, found = _anchored(
-                        ev, space, model, pairs, anchor, memory_limit, budget, show
-                    )
-                    ilp_time += t_ilp
-                    optima += [found] if found is not None else []
-    if method in ("search", "auto") and not budget.spent(ev):
-        skip = rank = None
-        if model is not None:
-            skip = _known_worse(ev, space, model, pairs)
-            rank = _predicted(model, objective)
-        if method == "auto":
-            # from the best so far, each ILP optimum, and the best group alone: a model
-            # of independent groups can steer away from the best when one group (data
-            # parallelism) changes all the others; a descent from each corrects it
-            firsts = list(
-                dict.fromkeys([ev.best()[0], *optima, *[frozenset({g}) for g in ev.order[:1]]])
-            )
-            for k, first in enumerate(firsts):
-                # each start gets an equal share of what is left
-                share = Budget(seconds=budget.seconds, started=budget.started)
-                if budget.evaluations is not None:
-                    left = budget.evaluations - ev.evaluations
-                    share.evaluations = ev.evaluations + max(1, left // (len(firsts) - k))
-                combining_descent(ev, first, share, seed=seed, on_step=show, skip=skip, rank=rank)
-        else:
-            beam_search(ev, [frozenset()], budget, width=2, seed=seed, on_step=show)
+    search.show()
+    singles = search.singles()
+    for phase in METHODS[method]:
+        if phase == "ilp" and singles:
+            search.run_ilp((base.step_time_s, base.peak_memory_bytes), singles)
+        elif phase == "descent" and not budget.spent(ev):
+            search.run_descent()
+        elif phase == "beam" and not budget.spent(ev):
+            search.run_beam()
     chosen, score = ev.best()
     progress.close()
-    bound = (
-        ilp.objective
-        if ilp is not None and ilp.chosen is not None and ilp.status == "optimal"
-        else None
-    )
-    if bound is not None and bound != bound:  # nan: the ILP failed
-        bound = None
+    bound = search.bound()
     value = score.value(objective)
     gap = (value - bound) / value if bound is not None and value > 0 else None
     report = SearchReport(
@@ -329,10 +385,10 @@ def decide(
         prefix_step_time_s=base.step_time_s,
         prefix_peak_memory_bytes=base.peak_memory_bytes,
         ilp_bound=bound,
-        ilp_status=ilp.status if ilp is not None else None,
+        ilp_status=search.ilp.status if search.ilp is not None else None,
         gap=gap,
         evaluations=ev.evaluations,
         search_time_s=time.perf_counter() - start,
-        ilp_time_s=ilp_time,
+        ilp_time_s=search.ilp_time,
     )
     return ev, chosen, report

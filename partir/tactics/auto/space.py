@@ -9,7 +9,8 @@ space of a one-layer one; a `scan`'s stacked parameters are one leaf already.
 
 Where data parallelism is possible on the axis (gradients already pending sums over it,
 or a group of data alone to choose), two ZeRO groups join: ZeRO-3 seeds every parameter
-(``params/...``) still open when it applies, with its optimizer state, on its first open
+(`roles`: the argument an optax-style state mirrors, whatever its name; else ``params/...``)
+still open when it applies, with its optimizer state, on its first open
 dim; ZeRO-2 seeds the state alone and pins the parameters (and the step's outputs of the
 same path) replicated, as the `Z2` preset does. They apply after the other groups of
 their axis and take what those left.
@@ -138,8 +139,9 @@ def _axis_groups(
     # ZeRO pays where gradients are pending sums over the axis: already (data
     # parallelism decided earlier), or once a group of data alone is chosen with it
     pending = any(axis in axes for axes in ctx.propagator.partial.values())
-    data = any(all(_is_data(ctx.input_paths[i]) for i, _ in g.seeds) for g in groups)
-    if (pending or data) and any(not _is_data(p) for p in ctx.input_paths):
+    r = roles(ctx)
+    data = any(all(r.is_data(i) for i, _ in g.seeds) for g in groups)
+    if (pending or data) and r.params:
         for kind, what in (("zero3", "parameters and state"), ("zero2", "state")):
             groups.append(
                 Group(start + len(groups), axis, (), f"{axis}: ZeRO ({kind}: open {what})",
@@ -148,9 +150,71 @@ def _axis_groups(
     return groups, len(by_class)
 
 
-def _is_data(path: str) -> bool:
-    """Neither a parameter (under ``params/``) nor optimizer state: the step's data."""
-    return not path.startswith("params/") and param_path(path) == path
+@dataclass(frozen=True)
+class Roles:
+    """Which input leaves are parameters and which optimizer state mirrors which parameter.
+
+    Found from the structure, whatever the names: an optax state's ``mu``/``nu`` subtrees
+    repeat the whole parameter tree (same sub-paths, same shapes), so an argument whose
+    whole tree some subtree of another argument mirrors holds the parameters. Without such a
+    mirror the zoo's naming (``params/...``, `classes.param_path`) decides.
+    """
+
+    params: frozenset[int]
+    """Input leaf indices of parameters."""
+    state_of: dict[int, int]
+    """Optimizer-state leaf index -> the parameter leaf index it mirrors."""
+    roots: dict[int, int]
+    """Parameter leaf index -> number of leading path components naming its root (1 for
+    ``params/...``), to find the step's output of the same sub-path."""
+
+    def is_data(self, i: int) -> bool:
+        """Neither a parameter nor optimizer state."""
+        return i not in self.params and i not in self.state_of
+
+
+def roles(ctx: TacticContext) -> Roles:
+    """The parameters and their optimizer state among `ctx`'s inputs (see `Roles`)."""
+    from partir.ir.paths import split_path
+
+    paths = ctx.input_paths
+    shapes = [ir.shape_of(v.type) for v in ctx.inputs]
+    parts = [split_path(p) for p in paths]
+    # every proper subtree: prefix (components) -> {sub-path: leaf index}
+    subtrees: dict[tuple[str, ...], dict[tuple[str, ...], int]] = {}
+    for i, comps in enumerate(parts):
+        for k in range(1, len(comps)):
+            subtrees.setdefault(tuple(comps[:k]), {})[tuple(comps[k:])] = i
+    by_keys: dict[frozenset[tuple[str, ...]], list[tuple[str, ...]]] = {}
+    for prefix, leaves in subtrees.items():
+        by_keys.setdefault(frozenset(leaves), []).append(prefix)
+    params: set[int] = set()
+    state_of: dict[int, int] = {}
+    root_len: dict[int, int] = {}
+    for prefix, leaves in subtrees.items():
+        if len(prefix) != 1:
+            continue  # a parameter tree is a whole argument
+        for other in by_keys.get(frozenset(leaves), ()):
+            if other[0] == prefix[0]:
+                continue  # a mirror lives in another argument (the optimizer state)
+            mirror = subtrees[other]
+            if any(shapes[mirror[sub]] != shapes[leaf] for sub, leaf in leaves.items()):
+                continue
+            for sub, leaf in leaves.items():
+                params.add(leaf)
+                root_len[leaf] = 1
+                state_of[mirror[sub]] = leaf
+    if not params:  # no mirror: the zoo's naming
+        index = {p: i for i, p in enumerate(paths)}
+        for i, path in enumerate(paths):
+            if path.startswith("params/"):
+                params.add(i)
+                root_len[i] = 1
+            elif (owner := param_path(path)) != path and owner in index:
+                if shapes[index[owner]] == shapes[i]:
+                    state_of[i] = index[owner]
+        state_of = {j: i for j, i in state_of.items() if i in params}
+    return Roles(frozenset(params), state_of, root_len)
 
 
 def build_space(ctx: TacticContext, axes: Sequence[str], uf: UnionFind) -> Space:
@@ -220,7 +284,7 @@ def zero_entries(
     ctx: TacticContext, prop: Propagator, axis: str, kind: str
 ) -> list[tuple[int, int | None]]:
     """What a ZeRO group decides once the groups before it applied: every parameter
-    (``params/...``) still open on `axis` on its first open dim that divides, with its
+    (`roles`: ``params/...``, or whatever argument the optimizer state mirrors) still open on `axis` on its first open dim that divides, with its
     optimizer state on the same dim (``"zero3"``); or the state alone, the parameter and
     the step's outputs of the same path (``out/<k>/...``) pinned replicated (``"zero2"``).
 
@@ -228,11 +292,10 @@ def zero_entries(
     """
     size = prop.sizes[axis]
     paths = ctx.input_paths
+    r = roles(ctx)
     state_of: dict[str, list[int]] = {}
-    for i, path in enumerate(paths):
-        owner = param_path(path)
-        if owner != path:
-            state_of.setdefault(owner, []).append(i)
+    for j, i in r.state_of.items():
+        state_of.setdefault(paths[i], []).append(j)
     n = len(ctx.inputs)
     outputs: dict[str, list[int]] = {}
     for k, path in enumerate(ctx.output_paths):
@@ -241,7 +304,7 @@ def zero_entries(
             outputs.setdefault(parts[2], []).append(n + k)
     out: dict[int, int | None] = {}
     for i, path in enumerate(paths):
-        if not path.startswith("params/") or i in ctx.non_array_inputs:
+        if i not in r.params or i in ctx.non_array_inputs:
             continue
         value = ctx.inputs[i]
         if axis in prop.axes_of(value) or (value, axis) in prop.pinned:
@@ -261,7 +324,7 @@ def zero_entries(
             if not state:
                 continue
             out[i] = None
-            rest = path.split("/", 1)[1]
+            rest = path.split("/", r.roots.get(i, 1))[-1]
             for j in outputs.get(rest, ()):
                 if ir.shape_of(ctx.values[j].type) == shape and axis not in prop.axes_of(
                     ctx.values[j]

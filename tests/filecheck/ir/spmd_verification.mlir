@@ -34,11 +34,11 @@ builtin.module attributes {partir.mesh = #partir.mesh<["x"=2, "y"=4]>} {
 
 builtin.module attributes {partir.mesh = #partir.mesh<["x"=2, "y"=4]>} {
   func.func @bad_kind(%a: tensor<8xf32>) -> tensor<8xf32> {
-    %b = spmd.all_reduce %a kind prod axes ["x"] : tensor<8xf32> -> tensor<8xf32>
+    %b = spmd.all_reduce %a kind product axes ["x"] : tensor<8xf32> -> tensor<8xf32>
     func.return %b : tensor<8xf32>
   }
 }
-// CHECK: 'spmd.all_reduce' op kind must be one of ('sum', 'max', 'min'), got: prod
+// CHECK: 'spmd.all_reduce' op kind must be one of ('sum', 'max', 'min'), got: product
 
 // -----
 

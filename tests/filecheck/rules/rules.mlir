@@ -58,6 +58,15 @@ func.func @broadcast_in_dim_vector_to_rows(%x: tensor<64xf32>) -> tensor<16x64xf
 
 // -----
 
+func.func @cholesky_batched(%a: tensor<4x8x8xf32>) -> tensor<4x8x8xf32> {
+  %l = partir.prim cholesky(%a) : (tensor<4x8x8xf32>) -> tensor<4x8x8xf32>
+  func.return %l : tensor<4x8x8xf32>
+}
+// CHECK-LABEL: func.func @cholesky_batched
+// CHECK:         partir.rule = "ijk->ijk {i=4, j=8, k=8} replicate={j,k}"
+
+// -----
+
 func.func @clamp_scalar_bounds(%lo: tensor<f32>, %x: tensor<4x8xf32>, %hi: tensor<f32>) -> tensor<4x8xf32> {
   %y = partir.prim clamp(%lo, %x, %hi) : (tensor<f32>, tensor<4x8xf32>, tensor<f32>) -> tensor<4x8xf32>
   func.return %y : tensor<4x8xf32>
@@ -433,3 +442,21 @@ func.func @transpose_4d(%x: tensor<8x4x8x16xf32>) -> tensor<8x16x4x8xf32> {
 }
 // CHECK-LABEL: func.func @transpose_4d
 // CHECK:         partir.rule = "ijkl->iljk {i=8, j=4, k=8, l=16}"
+
+// -----
+
+func.func @triangular_solve_left(%a: tensor<4x8x8xf32>, %b: tensor<4x8x3xf32>) -> tensor<4x8x3xf32> {
+  %x = partir.prim triangular_solve(%a, %b) [conjugate_a=False, left_side=True, lower=True, transpose_a=False, unit_diagonal=False] : (tensor<4x8x8xf32>, tensor<4x8x3xf32>) -> tensor<4x8x3xf32>
+  func.return %x : tensor<4x8x3xf32>
+}
+// CHECK-LABEL: func.func @triangular_solve_left
+// CHECK:         partir.rule = "ijk,ilm->ilm {i=4, j=8, k=8, l=8, m=3} replicate={j,k,l}"
+
+// -----
+
+func.func @triangular_solve_right(%a: tensor<8x8xf32>, %b: tensor<3x8xf32>) -> tensor<3x8xf32> {
+  %x = partir.prim triangular_solve(%a, %b) [conjugate_a=False, left_side=False, lower=True, transpose_a=False, unit_diagonal=False] : (tensor<8x8xf32>, tensor<3x8xf32>) -> tensor<3x8xf32>
+  func.return %x : tensor<3x8xf32>
+}
+// CHECK-LABEL: func.func @triangular_solve_right
+// CHECK:         partir.rule = "ij,lk->lk {i=8, j=8, k=8, l=3} replicate={i,j,k}"

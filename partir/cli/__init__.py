@@ -1,4 +1,6 @@
-"""The `partir` command: `partir demo`, `partir opt`, `partir calibrate`."""
+"""The `partir` command: `partir demo` (`demo.py`), `partir opt` (xDSL's `xdsl-opt` with
+partir's dialects and passes) and `partir calibrate` (`calibrate.py`, which measures this
+machine for the simulator's `cpu` profile)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     # before any JAX op: the CPU backend reads the device count once
     jax.config.update("jax_num_cpu_devices", 8)
-    from partir._demo import run_demo
+    from partir.cli.demo import run_demo
 
     return run_demo(layers=args.layers, excerpt=args.excerpt, hardware=args.hardware)
 
@@ -46,7 +48,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         jax.config.update("jax_num_cpu_devices", args.devices)
     except RuntimeError:
         pass  # JAX already started (calibrate called in-process): use its devices
-    from partir.backend.calibrate import calibrate
+    from partir.cli.calibrate import calibrate
     from partir.simulator import save_cpu_profile
 
     hardware = calibrate(quick=args.quick, progress=lambda line: print(line, flush=True))
@@ -238,7 +240,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SimulatorError as e:
             return _fail(f"--hardware: {e}")
     return _demo(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
