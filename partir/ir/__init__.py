@@ -43,8 +43,12 @@ from partir.ir.spmd import AllSliceOp as AllSliceOp
 from partir.ir.spmd import AllToAllOp as AllToAllOp
 from partir.ir.spmd import CollectiveOp as CollectiveOp
 from partir.ir.spmd import CollectivePermuteOp as CollectivePermuteOp
+from partir.ir.spmd import FuseSliceOfCollective as FuseSliceOfCollective
 from partir.ir.spmd import ReduceScatterOp as ReduceScatterOp
+from partir.ir.spmd import SplitReduce as SplitReduce
 from partir.ir.spmd import Spmd as Spmd
+from partir.ir.spmd import copy_why as copy_why
+from partir.ir.spmd import single_use as single_use
 from partir.ir.verify import check_sharding as check_sharding
 from partir.ir.verify import verify_if_enabled as verify_if_enabled
 from partir.ir.verify import verify_module as verify_module

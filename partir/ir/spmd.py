@@ -13,6 +13,9 @@ ordinary `partir.prim` ops run on those shapes. Communication is explicit:
 Verifiers check the local shapes against the axis sizes of the enclosing module's
 `partir.mesh`. The algebra the optimizer relies on: all_slice . all_gather = id,
 all_slice . all_reduce = reduce_scatter, all_slice(e) . all_gather(d) = all_to_all(d -> e).
+It is written here as the ops' canonicalization patterns (`FuseSliceOfCollective`,
+`SplitReduce`), so `partir opt -p canonicalize` applies it, and `partir-optimize-collectives`
+applies it with the rewrites that need the sharding rules.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import ArrayAttr, IntAttr, StringAttr, TensorType
 from xdsl.dialects.shard import ReductionKind, ReductionKindAttr
-from xdsl.ir import Attribute, Dialect, SSAValue
+from xdsl.ir import Attribute, Dialect, Operation, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     irdl_op_definition,
@@ -33,13 +36,15 @@ from xdsl.irdl import (
     traits_def,
 )
 from xdsl.parser import Parser
+from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewrite_pattern
 from xdsl.printer import Printer
-from xdsl.traits import Pure
+from xdsl.rewriter import InsertPoint
+from xdsl.traits import HasCanonicalizationPatternsTrait, Pure
 from xdsl.utils.exceptions import VerifyException
 
 from partir.ir.attrs import REDUCTIONS
 from partir.ir.dtypes import shape_of
-from partir.ir.ops import _print_location, module_mesh
+from partir.ir.ops import PrimOp, _print_location, module_mesh
 
 
 class CollectiveOp(IRDLOperation):
@@ -175,6 +180,18 @@ def _scaled(shape: Sequence[int], dim: int, factor: float) -> list[int]:
     return out
 
 
+class _SliceCanonicalization(HasCanonicalizationPatternsTrait):
+    @classmethod
+    def get_canonicalization_patterns(cls) -> tuple[RewritePattern, ...]:
+        return (FuseSliceOfCollective(),)
+
+
+class _ReduceCanonicalization(HasCanonicalizationPatternsTrait):
+    @classmethod
+    def get_canonicalization_patterns(cls) -> tuple[RewritePattern, ...]:
+        return (SplitReduce(),)
+
+
 @irdl_op_definition
 class AllGatherOp(CollectiveOp):
     """Concatenate the local tiles of the group along `dim` (result is `n` times larger)."""
@@ -195,6 +212,7 @@ class AllSliceOp(CollectiveOp):
     name = "spmd.all_slice"
     FIELDS: ClassVar[tuple[str, ...]] = ("dim",)
     dim = prop_def(IntAttr)
+    traits = traits_def(Pure(), _SliceCanonicalization())
 
     def verify_(self) -> None:
         n = self._group_size()
@@ -214,6 +232,7 @@ class AllReduceOp(CollectiveOp):
     name = "spmd.all_reduce"
     FIELDS: ClassVar[tuple[str, ...]] = ("kind",)
     kind = prop_def(ReductionKindAttr)
+    traits = traits_def(Pure(), _ReduceCanonicalization())
 
     def verify_(self) -> None:
         self._group_size()
@@ -301,3 +320,127 @@ COLLECTIVES: tuple[type[CollectiveOp], ...] = (
 
 Spmd = Dialect("spmd", list(COLLECTIVES), [])
 """The device-local dialect's collectives."""
+
+# ---------------------------------------------------------------------------------------
+# Canonicalization: the algebra of the collectives, as rewrite patterns (`partir opt -p
+# canonicalize` applies them; so does `partir-optimize-collectives`, with more)
+# ---------------------------------------------------------------------------------------
+
+
+def single_use(op: Operation) -> bool:
+    """Whether `op`'s one result has exactly one use (a rewrite may then remove it)."""
+    return sum(1 for _ in op.results[0].uses) == 1
+
+
+def _fuse(rw: PatternRewriter, op: AllSliceOp, producer: Operation, new: Operation | None) -> bool:
+    """Replace the pair `producer` -> `op` by `new` (None: by `producer`'s input)."""
+    if new is None:
+        rw.replace_all_uses_with(op.result, producer.operands[0])
+    else:
+        copy_why(op, new)
+        rw.insert(new, InsertPoint.before(op))
+        rw.replace_all_uses_with(op.result, new.results[0])
+    rw.erase(op)
+    rw.erase(producer)
+    return True
+
+
+def _rewrite_slice(op: AllSliceOp, rw: PatternRewriter) -> bool:
+    producer = op.input.owner
+    axes = op.axis_names
+    d = op.dim.data
+    if (
+        isinstance(producer, AllReduceOp)
+        and single_use(producer)
+        and set(axes) <= set(producer.axis_names)
+        and producer.kind.data == "sum"
+    ):
+        value = producer.input
+        rest = [a for a in producer.axis_names if a not in axes]
+        if rest:
+            # the axes not sliced are still all-reduced, before the scatter
+            inner = AllReduceOp(value, value.type, rest, kind="sum")
+            copy_why(producer, inner)
+            rw.insert(inner, InsertPoint.before(producer))
+            value = inner.result
+        return _fuse(
+            rw,
+            op,
+            producer,
+            ReduceScatterOp(value, op.result.type, list(axes), dim=d, kind="sum"),
+        )
+    if isinstance(producer, AllGatherOp) and single_use(producer) and producer.axis_names == axes:
+        if producer.dim.data == d:
+            return _fuse(rw, op, producer, None)
+        src = producer.dim.data
+        return _fuse(
+            rw,
+            op,
+            producer,
+            AllToAllOp(producer.input, op.result.type, list(axes), src=src, dst=d),
+        )
+    return False
+
+
+def _split_reduce(op: AllReduceOp, rw: PatternRewriter) -> bool:
+    """all_reduce whose users are all_slices on one dim and reduce_sums over that dim."""
+    if op.kind.data != "sum":
+        return False
+    users = [use.operation for use in op.result.uses]
+    slices = [u for u in users if isinstance(u, AllSliceOp)]
+    sums = [u for u in users if isinstance(u, PrimOp) and u.primitive_name == "reduce_sum"]
+    if not slices or not sums or len(slices) + len(sums) != len(users):
+        return False
+    dims = {s.dim.data for s in slices}
+    if len(dims) != 1 or any(s.axis_names != op.axis_names for s in slices):
+        return False
+    (d,) = dims
+    if any(d not in tuple(s.params["axes"]) for s in sums):
+        return False
+    scatter = ReduceScatterOp(
+        op.input, slices[0].result.type, list(op.axis_names), dim=d, kind="sum"
+    )
+    copy_why(slices[0], scatter)
+    rw.insert(scatter, InsertPoint.before(op))
+    for s in slices:
+        rw.replace_all_uses_with(s.result, scatter.result)
+        rw.erase(s)
+    for old in sums:
+        local = PrimOp(
+            "reduce_sum", [scatter.result], list(old.result_types), old.params, old.location
+        )
+        reduced = AllReduceOp(local.outs[0], old.result_types[0], list(op.axis_names), kind="sum")
+        copy_why(op, reduced)
+        reduced.location = old.location
+        rw.insert(local, InsertPoint.before(old))
+        rw.insert(reduced, InsertPoint.before(old))
+        rw.replace_all_uses_with(old.results[0], reduced.result)
+        rw.erase(old)
+    rw.erase(op)
+    return True
+
+
+def copy_why(src: Operation, dst: Operation) -> None:
+    """Give `dst` the source location and ``partir.why`` (what it converts) of `src`."""
+    why = src.attributes.get("partir.why")
+    if isinstance(why, StringAttr):
+        dst.attributes["partir.why"] = why
+    dst.location = src.location
+
+
+class FuseSliceOfCollective(RewritePattern):
+    """all_slice of an all_reduce -> reduce_scatter; of an all_gather on its dim -> the
+    gather's input; on another dim -> all_to_all."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: AllSliceOp, rewriter: PatternRewriter) -> None:
+        _rewrite_slice(op, rewriter)
+
+
+class SplitReduce(RewritePattern):
+    """An all_reduce feeding only slices on one dim and reduce_sums over it ->
+    reduce_scatter, with the sums reduced after."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: AllReduceOp, rewriter: PatternRewriter) -> None:
+        _split_reduce(op, rewriter)

@@ -23,9 +23,17 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    GreedyRewritePatternApplier,
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
+from xdsl.rewriter import InsertPoint
 
 from partir import ir
 from partir.passes.localize import localize_params
@@ -37,69 +45,13 @@ def _erase(op: Operation) -> None:
     op.erase()
 
 
-def _single_use(op: Operation) -> bool:
-    return sum(1 for _ in op.results[0].uses) == 1
-
-
-def _fuse(op: ir.AllSliceOp, producer: Operation, new: Operation | None) -> bool:
-    """Replace the pair `producer` -> `op` by `new` (None: by `producer`'s input)."""
-    if new is None:
-        op.result.replace_all_uses_with(producer.operands[0])
-    else:
-        _copy_why(op, new)
-        block = op.parent_block()
-        assert block is not None
-        block.insert_op_before(new, op)
-        op.result.replace_all_uses_with(new.results[0])
-    _erase(op)
-    _erase(producer)
-    return True
-
-
-def _rewrite_slice(op: ir.AllSliceOp) -> bool:
-    producer = op.input.owner
-    axes = op.axis_names
-    d = op.dim.data
-    if (
-        isinstance(producer, ir.AllReduceOp)
-        and _single_use(producer)
-        and set(axes) <= set(producer.axis_names)
-        and producer.kind.data == "sum"
-    ):
-        value = producer.input
-        rest = [a for a in producer.axis_names if a not in axes]
-        if rest:
-            # the axes not sliced are still all-reduced, before the scatter
-            inner = ir.AllReduceOp(value, value.type, rest, kind="sum")
-            _copy_why(producer, inner)
-            block = producer.parent_block()
-            assert block is not None
-            block.insert_op_before(inner, producer)
-            value = inner.result
-        return _fuse(
-            op, producer, ir.ReduceScatterOp(value, op.result.type, list(axes), dim=d, kind="sum")
-        )
-    if (
-        isinstance(producer, ir.AllGatherOp)
-        and _single_use(producer)
-        and producer.axis_names == axes
-    ):
-        if producer.dim.data == d:
-            return _fuse(op, producer, None)
-        src = producer.dim.data
-        return _fuse(
-            op, producer, ir.AllToAllOp(producer.input, op.result.type, list(axes), src=src, dst=d)
-        )
-    return False
-
-
-def _sink_gather(op: ir.AllGatherOp) -> bool:
+def _sink_gather(op: ir.AllGatherOp, rw: PatternRewriter) -> bool:
     """Gather after, not before, an elementwise op that narrows the dtype (fewer bytes).
 
     A parameter kept in float32 and gathered for a bfloat16 matmul is converted on its
     local shard and the bfloat16 shard is gathered: half the bytes on the wire.
     """
-    if not _single_use(op):
+    if not ir.single_use(op):
         return False
     user = next(iter(op.result.uses)).operation
     if not isinstance(user, ir.PrimOp) or len(user.args) != 1 or len(user.outs) != 1:
@@ -119,18 +71,16 @@ def _sink_gather(op: ir.AllGatherOp) -> bool:
         user.location,
     )
     gather = ir.AllGatherOp(local.outs[0], user.outs[0].type, list(op.axis_names), dim=op.dim.data)
-    _copy_why(op, gather)
-    block = user.parent_block()
-    assert block is not None
-    block.insert_op_before(local, user)
-    block.insert_op_before(gather, user)
-    user.results[0].replace_all_uses_with(gather.result)
-    _erase(user)
-    _erase(op)
+    ir.copy_why(op, gather)
+    rw.insert(local, InsertPoint.before(user))
+    rw.insert(gather, InsertPoint.before(user))
+    rw.replace_all_uses_with(user.results[0], gather.result)
+    rw.erase(user)
+    rw.erase(op)
     return True
 
 
-def _reuse_gather(op: ir.AllGatherOp) -> bool:
+def _reuse_gather(op: ir.AllGatherOp, rw: PatternRewriter) -> bool:
     """Apply a one-operand op to a gather the program already has, instead of gathering
     its result too: ZeRO's forward gather of a weight also serves its transpose in the
     backward pass, so each parameter is gathered once."""
@@ -163,62 +113,29 @@ def _reuse_gather(op: ir.AllGatherOp) -> bool:
                 params,
                 producer.location,
             )
-            block.insert_op_before(applied, op)
-            op.result.replace_all_uses_with(applied.outs[0])
-            _erase(op)
+            rw.insert(applied, InsertPoint.before(op))
+            rw.replace_all_uses_with(op.result, applied.outs[0])
+            rw.erase(op)
             if not producer.outs[0].uses:
-                _erase(producer)
+                rw.erase(producer)
             return True
     return False
 
 
-def _split_reduce(op: ir.AllReduceOp) -> bool:
-    """all_reduce whose users are all_slices on one dim and reduce_sums over that dim."""
-    if op.kind.data != "sum":
-        return False
-    users = [use.operation for use in op.result.uses]
-    slices = [u for u in users if isinstance(u, ir.AllSliceOp)]
-    sums = [u for u in users if isinstance(u, ir.PrimOp) and u.primitive_name == "reduce_sum"]
-    if not slices or not sums or len(slices) + len(sums) != len(users):
-        return False
-    dims = {s.dim.data for s in slices}
-    if len(dims) != 1 or any(s.axis_names != op.axis_names for s in slices):
-        return False
-    (d,) = dims
-    if any(d not in tuple(s.params["axes"]) for s in sums):
-        return False
-    block = op.parent_block()
-    assert block is not None
-    scatter = ir.ReduceScatterOp(
-        op.input, slices[0].result.type, list(op.axis_names), dim=d, kind="sum"
-    )
-    _copy_why(slices[0], scatter)
-    block.insert_op_before(scatter, op)
-    for s in slices:
-        s.result.replace_all_uses_with(scatter.result)
-        _erase(s)
-    for old in sums:
-        local = ir.PrimOp(
-            "reduce_sum", [scatter.result], list(old.result_types), old.params, old.location
-        )
-        reduced = ir.AllReduceOp(
-            local.outs[0], old.result_types[0], list(op.axis_names), kind="sum"
-        )
-        _copy_why(op, reduced)
-        reduced.location = old.location
-        block.insert_op_before(local, old)
-        block.insert_op_before(reduced, old)
-        old.results[0].replace_all_uses_with(reduced.result)
-        _erase(old)
-    _erase(op)
-    return True
+class MoveGather(RewritePattern):
+    """Gather after a dtype-narrowing elementwise op, or reuse a gather of the operand."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: ir.AllGatherOp, rewriter: PatternRewriter) -> None:
+        _sink_gather(op, rewriter) or _reuse_gather(op, rewriter)
 
 
-def _copy_why(src: Operation, dst: Operation) -> None:
-    why = src.attributes.get("partir.why")
-    if isinstance(why, StringAttr):
-        dst.attributes["partir.why"] = why
-    dst.location = src.location
+PATTERNS: tuple[RewritePattern, ...] = (
+    ir.FuseSliceOfCollective(),
+    ir.SplitReduce(),
+    MoveGather(),
+)
+"""The collective rewrites, applied greedily to a fixed point by `optimize_collectives`."""
 
 
 def _merge_duplicates(module: ModuleOp) -> None:
@@ -254,18 +171,9 @@ def optimize_collectives(module: ModuleOp, in_layouts: Sequence[ir.Sharding] | N
         default.
     """
     _merge_duplicates(module)
-    changed = True
-    while changed:
-        changed = False
-        for op in list(module.walk()):
-            if op.parent is None:
-                continue
-            if isinstance(op, ir.AllSliceOp) and _rewrite_slice(op):
-                changed = True
-            elif isinstance(op, ir.AllReduceOp) and _split_reduce(op):
-                changed = True
-            elif isinstance(op, ir.AllGatherOp) and (_sink_gather(op) or _reuse_gather(op)):
-                changed = True
+    PatternRewriteWalker(
+        GreedyRewritePatternApplier(list(PATTERNS)), apply_recursively=True
+    ).rewrite_module(module)
     _merge_duplicates(module)
     if in_layouts is not None:
         drop_duplicate_tokens(module, list(in_layouts))
@@ -370,7 +278,7 @@ def drop_duplicate_tokens(module: ModuleOp, in_layouts: list[ir.Sharding]) -> in
         )  # fmt: skip
         gathered = ir.AllGatherOp(moved.result, op.result.type, axes, dim=e)
         for new in (sliced, moved, gathered):
-            _copy_why(op, new)
+            ir.copy_why(op, new)
         block = op.parent_block()
         assert block is not None
         block.insert_ops_before([sliced, moved, gathered], op)

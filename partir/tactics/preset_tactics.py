@@ -279,6 +279,22 @@ class ZeroPartition(ManualPartition):
                 f"{self!r} refers to mesh axis {self.axis!r}, but the mesh has axes "
                 f"{tuple(prop.sizes)}. Use one of those names or add it to the mesh."
             )
+        chosen, skipped = self._choose_leaves(ctx, self._wanted(ctx))
+        record = self._seed(ctx, index, chosen)
+        record.skipped = skipped
+        if skipped:
+            total = sum(b for _, b in skipped)
+            names = ", ".join(p for p, _ in skipped[:4]) + (", ..." if len(skipped) > 4 else "")
+            record.notes.append(
+                f"{self.preset} skipped {len(skipped)} leaves ({total:,} B) with no dim divisible "
+                f"by axis {self.axis!r} of size {prop.sizes[self.axis]}, left as propagation "
+                f"decides: {names}"
+            )
+        return record
+
+    def _wanted(self, ctx: TacticContext) -> dict[int, tuple[int | _Replicated | str | None, str]]:
+        """Leaf index -> (what the preset asks for it, the selector asking): the roots' leaves
+        (a dim, or "choose one"), then `dims` overrides, then the pins; later entries win."""
         plan: dict[int, tuple[int | _Replicated | str | None, str]] = {}
         for root in self.roots:
             hits = select(root, ctx.paths)
@@ -311,6 +327,13 @@ class ZeroPartition(ManualPartition):
                 )
             for i in hits:
                 plan[i] = (REPLICATED, sel)
+        return plan
+
+    def _choose_leaves(
+        self, ctx: TacticContext, plan: dict[int, tuple[int | _Replicated | str | None, str]]
+    ) -> tuple[dict[int, tuple[int | None, str]], list[tuple[str, int]]]:
+        """(leaf -> (dim or None for a pin, selector), skipped (path, bytes)): a dim picked
+        from each leaf's shape where the preset chooses, the user's own dims checked."""
         explicit: dict[str, int | _Replicated] = {}
         chosen: dict[int, tuple[int | None, str]] = {}
         skipped: list[tuple[str, int]] = []
@@ -331,17 +354,7 @@ class ZeroPartition(ManualPartition):
         # they do not divide): the user asked for that dim
         for i, pair in ManualPartition._choose(self, ctx, explicit).items():
             chosen[i] = pair
-        record = self._seed(ctx, index, chosen)
-        record.skipped = skipped
-        if skipped:
-            total = sum(b for _, b in skipped)
-            names = ", ".join(p for p, _ in skipped[:4]) + (", ..." if len(skipped) > 4 else "")
-            record.notes.append(
-                f"{self.preset} skipped {len(skipped)} leaves ({total:,} B) with no dim divisible "
-                f"by axis {self.axis!r} of size {prop.sizes[self.axis]}, left as propagation "
-                f"decides: {names}"
-            )
-        return record
+        return chosen, skipped
 
     def _pick(self, ctx: TacticContext, i: int, preferred: int | None) -> int | None:
         """The dim to shard leaf `i` on; None if none divides; -1 if already on the axis."""

@@ -60,11 +60,18 @@ _AIMED = [n for n, g in strategies.OP_GENERATORS.items() if g.draw.__module__.en
 _OPS = [*strategies.OP_GENERATORS, *_AIMED * 4]
 
 
+# Partial sums meeting products and nonlinear ops: the patterns where treating a bilinear op
+# as linear, or a sum as safe to carry, gives wrong numbers in spmd mode only. In the mixed
+# draw they are a few cases in 300; `test_partial_products_equal_unpartitioned` draws them
+# alone.
+_PARTIAL = [n for n in _AIMED if n.startswith("partial")]
+
+
 @st.composite
-def cases(draw):
+def cases(draw, ops=tuple(_OPS)):
     axes = draw(mesh_axes())
     devices = math.prod(s for _, s in axes)
-    prog = draw(strategies.programs(max_ops=6, dim_multiple=devices, ops=_OPS))
+    prog = draw(strategies.programs(max_ops=6, dim_multiple=devices, ops=list(ops)))
     schedule = draw(strategies.schedules(prog, axes, max_tactics=3))
     return axes, prog, schedule
 
@@ -122,6 +129,17 @@ def _record_coverage(coverage, prog, plan, mode):
 @settings(deadline=None)
 @given(case=cases())
 def test_partitioned_equals_unpartitioned(mode, case):
+    check_case(mode, case)
+
+
+@settings(deadline=None, max_examples=60)
+@given(case=cases(ops=tuple(_PARTIAL)))
+def test_partial_products_equal_unpartitioned(case):
+    check_case("spmd", case)
+
+
+def check_case(mode, case):
+    """Plan `case` in `mode`, check the IR and the plan's own invariants, run it, compare."""
     axes, prog, schedule = case
     note(f"mesh {axes}\nschedule {schedule}")
     args = prog.example_args()
