@@ -138,6 +138,18 @@ def test_partial_products_equal_unpartitioned(case):
     check_case("spmd", case)
 
 
+# Ops that move or reverse dims, with ops that consume a sharded dim in place: a rule that
+# maps a dim to the wrong place (a transpose's inverse permutation) gives a tile of the
+# wrong shape or the wrong elements, in spmd mode only.
+_DIM_MOVES = ("transpose", "rev", "expand_dims", "squeeze", "reduce_sum", "dot_general", "add")
+
+
+@settings(deadline=None, max_examples=60)
+@given(case=cases(ops=_DIM_MOVES))
+def test_dim_moves_equal_unpartitioned(case):
+    check_case("spmd", case)
+
+
 def check_case(mode, case):
     """Plan `case` in `mode`, check the IR and the plan's own invariants, run it, compare."""
     axes, prog, schedule = case
