@@ -12,7 +12,11 @@ result buffers and HLO instructions (XLA combines all-reduces into tuple-shaped 
 
 Writes benchmarks/results/plan_vs_xla.json.
 
-    python benchmarks/plan_vs_xla.py [--layers 1 2 4]
+    python benchmarks/plan_vs_xla.py [--layers 1 2 4] [--only "gpt BP+MP" moe ...]
+
+`--only` keeps the zoo cases whose "MODEL SCHEDULE" contains one of the given strings (to
+iterate on a few cases); a filtered run prints its verdicts and writes JSON only to an
+explicit `--out`, so the full results file is not overwritten by a partial run.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ def make_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((4, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
 
 
-def zoo(mesh: jax.sharding.Mesh) -> list[dict]:
+def zoo(mesh: jax.sharding.Mesh, only: list[str] | None = None) -> list[dict]:
     rows = []
     for name in sorted(models.MODELS):
         model = models.get(name, abstract=True)
         for schedule in schedules.SCHEDULES:
             if not schedules.applicable(name, schedule):
+                continue
+            if only and not any(o in f"{name} {schedule}" for o in only):
                 continue
             for mode in ("spmd", "annotate"):
                 step = partir.partition(schedules.schedule(name, schedule), mesh=mesh, mode=mode)
@@ -132,13 +138,16 @@ def gpt_mp(mesh: jax.sharding.Mesh, layers: list[int]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument(
-        "--out", default=str(pathlib.Path(__file__).parent / "results" / "plan_vs_xla.json")
-    )
+    parser.add_argument("--only", nargs="+", help='zoo cases to run, e.g. "gpt BP+MP" moe')
+    parser.add_argument("--out", default=None, help="JSON path (default: results/plan_vs_xla.json)")
     args = parser.parse_args()
+    if args.out is None and args.only:
+        args.out = ""  # a partial run writes no default results file
+    elif args.out is None:
+        args.out = str(pathlib.Path(__file__).parent / "results" / "plan_vs_xla.json")
     mesh = make_mesh()
-    rows = zoo(mesh)
-    mp = gpt_mp(mesh, args.layers)
+    rows = zoo(mesh, args.only)
+    mp = gpt_mp(mesh, args.layers) if not args.only else {"rows": [], "per_layer": {}}
 
     def failing(mode: str) -> list[str]:
         return [
@@ -170,10 +179,12 @@ def main() -> None:
         "gpt_mp_all_reduces_over_model": mp,
         "cases": rows,
     }
+    print(json.dumps(result["summary"], indent=2))
+    if not args.out:
+        return
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["summary"], indent=2))
     print(json.dumps(mp["per_layer"], indent=2))
     print(f"wrote {out}")
 

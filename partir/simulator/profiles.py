@@ -202,20 +202,15 @@ _register(
 )
 
 # H200 SXM: 989 TFLOP/s bf16 (the H100 die), 141 GB HBM3e, 4.8 TB/s; NVLink4 as H100 [S];
-# interconnect "as H100".
+# interconnect "as H100", so the profile is H100's with the chip figures replaced.
 _register(
-    Hardware(
+    dataclasses.replace(
+        PROFILES["h100"],
         name="h200",
-        kind="gpu",
         peak_bf16_flops_per_s=989e12,
         peak_f32_flops_per_s=989e12 / 2,
         hbm_bandwidth_bytes_per_s=4.8e12,
         memory_bytes=141e9,
-        links=(_nvlink(450e9, 320 / 450, _H100_NVLINK_BUSBW), _infiniband(50e9, 0.9)),
-        devices_per_node=8,
-        fast_domain_devices=8,
-        min_kernel_time_s=7e-6,
-        multi_output_fusion=True,
     )
 )
 

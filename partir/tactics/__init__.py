@@ -11,9 +11,12 @@ from partir.tactics.manual import REPLICATED as REPLICATED
 from partir.tactics.manual import ManualPartition as ManualPartition
 from partir.tactics.manual import TacticContext as TacticContext
 from partir.tactics.manual import TacticRecord as TacticRecord
+from partir.tactics.pipeline import PipelinePartition as PipelinePartition
+from partir.tactics.pipeline import PipelineSpec as PipelineSpec
+from partir.tactics.pipeline import pipeline_spec as pipeline_spec
 from partir.tactics.selectors import select as select
 
-TACTIC_TYPES: tuple[type, ...] = (ManualPartition, AutomaticPartition)
+TACTIC_TYPES: tuple[type, ...] = (ManualPartition, AutomaticPartition, PipelinePartition)
 """Everything a schedule may contain."""
 from partir.tactics.presets import BP as BP  # noqa: E402
 from partir.tactics.presets import EMB as EMB  # noqa: E402

@@ -207,12 +207,29 @@ class ManualPartition:
                 f"{self!r} refers to mesh axis {self.axis!r}, but the mesh has axes "
                 f"{tuple(prop.sizes)}. Use one of those names or add {self.axis!r} to the mesh."
             )
-        return self._seed(ctx, index, self._choose(ctx, self.inputs))
+        return self._seed(ctx, index, self.choose(ctx, self.inputs))
 
-    def _choose(
+    def choose(
         self, ctx: TacticContext, inputs: Mapping[str, int | _Replicated]
     ) -> dict[int, tuple[int | None, str]]:
-        """Leaf index -> (dim or None for replicated, the selector that chose it)."""
+        """Resolve selectors to leaves, checking each dim: what `apply` seeds.
+
+        Subclasses (`partir.tactics.preset_tactics`, `partir.tactics.sequence`) call it to
+        pick their leaves the way `ManualPartition` does, and may override it to say more
+        in their errors.
+
+        Args:
+          ctx: the program being partitioned (its input paths and named values).
+          inputs: selector (input path pattern or ``name:<checkpoint_name>``) -> dim, or
+            `REPLICATED` to pin.
+
+        Returns:
+          Leaf index -> (dim, or None for replicated, the selector that chose it).
+
+        Raises:
+          SelectorError: a selector matches nothing. DimensionError: a dim is out of range
+          or not divisible by the axis. DuplicateShardingError: two selectors disagree.
+        """
         prop = ctx.propagator
         size = prop.sizes[self.axis]
         chosen: dict[int, tuple[int | None, str]] = {}

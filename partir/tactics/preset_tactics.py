@@ -42,7 +42,7 @@ class PresetPartition(ManualPartition):
     defaults: frozenset[str] = field(default=frozenset(), compare=False)
     """The preset's arguments left at their default (the zoo's naming)."""
 
-    def _choose(
+    def choose(
         self, ctx: TacticContext, inputs: Mapping[str, int | _Replicated]
     ) -> dict[int, tuple[int | None, str]]:
         for selector in inputs:
@@ -60,7 +60,7 @@ class PresetPartition(ManualPartition):
                     + _ARG_HINTS.get((self.preset, arg), "")
                     + "."
                 )
-        return super()._choose(ctx, inputs)
+        return super().choose(ctx, inputs)
 
     def _seed(
         self, ctx: TacticContext, index: int, chosen: Mapping[int, tuple[int | None, str]]
@@ -352,7 +352,7 @@ class ZeroPartition(ManualPartition):
                 explicit[ctx.paths[i]] = int(want)
         # explicitly named dims are checked as ManualPartition checks them (an error if
         # they do not divide): the user asked for that dim
-        for i, pair in ManualPartition._choose(self, ctx, explicit).items():
+        for i, pair in self.choose(ctx, explicit).items():
             chosen[i] = pair
         return chosen, skipped
 

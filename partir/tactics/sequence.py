@@ -95,7 +95,7 @@ class DSPPartition(ManualPartition):
                 "jax.ad_checkpoint.checkpoint_name(x, name); name them in the model or pass "
                 "DSP(dims={name: dim}) with the names it uses."
             )
-        chosen = self._choose(ctx, self.inputs)
+        chosen = self.choose(ctx, self.inputs)
         before = len(prop.conflicts)
         seeds: list[SSAValue] = []
         seeded: list[tuple[str, int | None]] = []

@@ -1,0 +1,105 @@
+"""`PipelinePartition` on the zoo's scanned GPT step: its spec, its errors, its plan."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+import partir
+from partir.errors import DimensionError, SelectorError, TacticError
+from partir.tactics.pipeline import PipelineSpec, pipeline_spec
+from partir.tactics.presets import BP, MP
+from partir.testing import models
+
+MESH = {"stage": 2, "data": 2, "model": 2}
+LAYERS = "params/blocks/**"
+
+
+@functools.cache
+def gpt_scan(layers: int = 4):
+    return models.gpt_scan(layers=layers)
+
+
+def plan_of(tactic, layers: int = 4, mode: str = "annotate"):
+    m = gpt_scan(layers)
+    schedule = [*BP(axis="data"), *MP(axis="model", stacked=True), tactic]
+    return partir.partition(schedule, mesh=MESH, mode=mode)(m.fn).plan(*m.args)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "repeats", "microbatches"), [("gpipe", 1, 2), ("circular", 2, 4)]
+)
+def test_plan_records_the_pipeline_spec(schedule, repeats, microbatches):
+    tactic = partir.PipelinePartition(
+        "stage", LAYERS, microbatches=microbatches, schedule=schedule, repeats=repeats
+    )
+    with pytest.warns(UserWarning, match="not emitted yet"):
+        plan = plan_of(tactic)
+    spec = pipeline_spec(plan.records)
+    assert spec == PipelineSpec("stage", 2, microbatches, schedule, repeats, 4)
+    assert spec.bubble == pytest.approx(1 / (repeats * microbatches + 1))
+    assert "not emitted yet" in plan.records[-1].notes[0]
+    assert "PipelinePartition" in plan.summary()
+
+
+def test_plan_without_pipeline_has_no_spec():
+    m = gpt_scan()
+    plan = partir.partition(BP(axis="data"), mesh=MESH)(m.fn).plan(*m.args)
+    assert pipeline_spec(plan.records) is None
+
+
+def test_pipelined_schedule_runs_as_unpartitioned():
+    m = gpt_scan()
+    step = partir.partition(
+        [*BP(axis="data"), partir.PipelinePartition("stage", LAYERS, microbatches=2)], mesh=MESH
+    )(m.fn)
+    expected = jax.tree.map(np.asarray, jax.jit(m.fn)(*m.args))
+    got = jax.tree.map(np.asarray, step(*m.args))
+    for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_layers_selector_matching_nothing_names_the_inputs():
+    with pytest.raises(SelectorError, match=r"params/blockz/\*\*.*matches no input"):
+        plan_of(partir.PipelinePartition("stage", "params/blockz/**", microbatches=2))
+
+
+def test_layers_not_divisible_by_stages_times_repeats():
+    tactic = partir.PipelinePartition(
+        "stage", LAYERS, microbatches=2, schedule="circular", repeats=3
+    )
+    with pytest.raises(DimensionError, match=r"L=4 layers.*2 stages.*3 repeats"):
+        plan_of(tactic)
+
+
+def test_batch_not_divisible_by_microbatches():
+    with pytest.raises(DimensionError, match="does not divide into 3 microbatches"):
+        plan_of(partir.PipelinePartition("stage", LAYERS, microbatches=3))
+
+
+def test_unscanned_layers_are_refused():
+    m = models.gpt(layers=2)
+    tactic = partir.PipelinePartition("stage", "params/blocks/0/attn/q", microbatches=2)
+    step = partir.partition([tactic], mesh=MESH)(m.fn)
+    with pytest.raises(TacticError, match=r"no lax\.scan consumes"):
+        step.plan(*m.args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"schedule": "1f1b"}, "schedule='1f1b'"),
+        ({"microbatches": 0}, "microbatches=0"),
+        ({"repeats": 2}, "needs schedule='circular'"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = {"microbatches": 2, **kwargs}
+    with pytest.raises(TacticError, match=match):
+        partir.PipelinePartition("stage", LAYERS, **args)
+
+
+def test_unknown_axis():
+    with pytest.raises(partir.errors.UnknownAxisError, match="'pipe'"):
+        plan_of(partir.PipelinePartition("pipe", LAYERS, microbatches=2))
