@@ -33,8 +33,8 @@ import jax
 from jax.sharding import AxisType, NamedSharding
 
 import partir
-from partir._check import check_compiled
 from partir.backend.hlo import collectives_on_mesh
+from partir.plan.check import check_compiled
 from partir.testing import models, schedules
 
 

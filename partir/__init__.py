@@ -5,15 +5,15 @@ back on a device mesh as `jax.sharding` annotations.
 """
 
 from partir import errors as errors
-from partir._api import Partitioned as Partitioned
-from partir._api import partition as partition
-from partir._compare import compare as compare
-from partir._logical import logical_axes as logical_axes
-from partir._plan import Plan as Plan
-from partir._program import Program as Program
-from partir._program import parse as parse
-from partir._program import trace as trace
+from partir.api.partition import Partitioned as Partitioned
+from partir.api.partition import partition as partition
 from partir.backend import jax_compat as _jax_compat
+from partir.plan.compare import compare as compare
+from partir.plan.core import Plan as Plan
+from partir.plan.logical import logical_axes as logical_axes
+from partir.plan.program import Program as Program
+from partir.plan.program import parse as parse
+from partir.plan.program import trace as trace
 from partir.tactics import DSP as DSP
 from partir.tactics import REPLICATED as REPLICATED
 from partir.tactics import AutomaticPartition as AutomaticPartition

@@ -5,8 +5,8 @@ import pytest
 from jax.sharding import AxisType
 
 import partir
-from partir._history import tactic_label
 from partir.errors import TacticError
+from partir.plan.history import tactic_label
 from partir.tactics.presets import BP, MP, Z3
 from partir.testing import models
 

@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import AxisType
 
 import partir
-from partir._display import Colours, device_ids, sharding_grid, tiles
+from partir.display.notebook import Colours, device_ids, sharding_grid, tiles
 from partir.simulator.display import report_html
 from partir.tactics.presets import BP, MP, SP, Z3
 from partir.testing import models

@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import AxisType
 
 import partir
-from partir._history import diff_collectives
+from partir.plan.history import diff_collectives
 from partir.tactics.presets import BP, MP, Z3
 from partir.testing import models
 
@@ -109,7 +109,7 @@ def test_history_time_deltas_add_up():
 
 
 def test_diff_collectives_matches_by_place_and_kind():
-    from partir._collectives import Collective
+    from partir.plan.collectives import Collective
 
     def coll(kind, nbytes, source="a.py:1"):
         return Collective(kind, ("x",), "float32", (nbytes // 4,), nbytes, source, "operand 0")

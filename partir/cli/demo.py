@@ -24,8 +24,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from partir._conflict_kind import counts as conflict_counts
-from partir._history import tactic_label
+from partir.plan.conflict_kind import counts as conflict_counts
+from partir.plan.history import tactic_label
 
 DEFAULT_HARDWARE = ("tpu-v5p", "h100")
 """The profiles `partir demo` simulates on."""

@@ -33,13 +33,13 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from partir import ir
-from partir._gc import gc_paused
 from partir.backend import jax_compat as jcore
 from partir.backend.primitives import register_primitive
 from partir.frontend import random as keys
 from partir.frontend.encode import encode_params
 from partir.ir.constants import encode_array
 from partir.ir.paths import escape_key
+from partir.utils.gc import gc_paused
 
 INLINED: dict[str, str] = {
     "jit": "jaxpr",

@@ -17,7 +17,6 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
 from partir import ir
-from partir._gc import gc_paused
 from partir.simulator.collectives import (
     CollectiveSig as CollectiveSig,
 )
@@ -59,6 +58,7 @@ from partir.simulator.report import Report as Report
 from partir.simulator.topology import AxisLink as AxisLink
 from partir.simulator.topology import Topology as Topology
 from partir.simulator.topology import resolve_topology
+from partir.utils.gc import gc_paused
 
 __all__ = [
     "COSTS", "PROFILES", "AxisLink", "CollectiveRow", "CollectiveSig", "CommCost", "Hardware",

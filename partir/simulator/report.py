@@ -10,7 +10,6 @@ from typing import Any
 from xdsl.ir import Block, Operation
 
 from partir import ir
-from partir._gc import gc_paused
 from partir.ir.locations import location_of
 from partir.simulator.collectives import KIND_OF, CommCost
 from partir.simulator.costs import OpCost
@@ -20,6 +19,7 @@ from partir.simulator.hardware import Hardware
 from partir.simulator.memory import MemoryProfile
 from partir.simulator.program import op_flops
 from partir.simulator.topology import Topology
+from partir.utils.gc import gc_paused
 
 
 @dataclass(frozen=True)

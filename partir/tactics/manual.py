@@ -62,7 +62,7 @@ class TacticContext:
 
     logical_axes: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
     """Input path (``params/blocks/0/up/kernel``, absolute) -> logical axis names, read from
-    the arguments' metadata (`partir._logical.input_logical_axes`); what
+    the arguments' metadata (`partir.plan.logical.input_logical_axes`); what
     ``LogicalPartition(logical=None)`` uses. Empty when the caller read none."""
     named: list[tuple[str, SSAValue]] = field(default_factory=list)
     """Intermediate values selected by ``name:`` selectors so far (label, value); leaf index

@@ -214,7 +214,7 @@ def nnx_decoder(*, seed: int = 0, stacked: bool = False, remat: bool = False, **
     def apply(p: Any, tokens: jax.Array) -> jax.Array:
         return nnx.merge(graphdef, p)(tokens)
 
-    from partir._logical import logical_axes
+    from partir.plan.logical import logical_axes
 
     name = "nnx_decoder" + ("_scan" if stacked else "") + ("_remat" if remat else "")
     return _finish(name, "nnx", c, params, apply, logical_axes(params), seed)
@@ -271,7 +271,7 @@ def linen_encoder(*, seed: int = 0, **overrides: Any) -> LibraryModel:
 
     model = Encoder()
     boxed = model.init(jax.random.key(seed), jnp.zeros((1, c.seq), jnp.int32))
-    from partir._logical import logical_axes
+    from partir.plan.logical import logical_axes
 
     names = logical_axes(boxed)
     apply: Any = model.apply
@@ -500,7 +500,7 @@ def maxtext_llama(*, seed: int = 0, remat: bool = False, **overrides: Any) -> Li
 
     model = Decoder()
     boxed = model.init(jax.random.key(seed), jnp.zeros((1, c.seq), jnp.int32))
-    from partir._logical import logical_axes
+    from partir.plan.logical import logical_axes
 
     names = logical_axes(boxed)
     name = "maxtext_llama" + ("_remat" if remat else "")

@@ -16,15 +16,15 @@ import pytest
 from jax.sharding import AxisType
 
 import partir
-from partir._check import (
+from partir.backend.hlo import CompiledCollective
+from partir.plan.check import (
     EQUIVALENCES,
     FOUND_FORMS,
     CompiledCheck,
     check_compiled,
     compare,
 )
-from partir._collectives import Collective, CollectiveTable
-from partir.backend.hlo import CompiledCollective
+from partir.plan.collectives import Collective, CollectiveTable
 from partir.testing import models, schedules
 
 

@@ -35,7 +35,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 from mh_config import CONFIG, STEPS  # noqa: E402
 
 import partir  # noqa: E402
-from partir import _multihost  # noqa: E402
+from partir.api import multihost as _multihost  # noqa: E402
 from partir.errors import LocalShapeError, PlanMismatchError  # noqa: E402
 from partir.testing import models, schedules  # noqa: E402
 

@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import AbstractMesh, AxisType
 
 import partir
-from partir import _multihost
+from partir.api import multihost as _multihost
 from partir.errors import InputMismatchError, LocalShapeError
 from partir.simulator import SimulatorError, Topology, get_hardware
 from partir.tactics import ManualPartition

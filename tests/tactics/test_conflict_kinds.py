@@ -6,8 +6,8 @@ import pytest
 from jax.sharding import AxisType
 
 import partir
-from partir._conflict_kind import counts
 from partir.errors import ShardingConflictError
+from partir.plan.conflict_kind import counts
 from partir.tactics import presets
 from partir.testing import models
 

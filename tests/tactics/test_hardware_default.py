@@ -5,7 +5,7 @@ import jax
 import pytest
 
 import partir
-from partir._api import judge_hardware
+from partir.api.partition import judge_hardware
 from partir.errors import TacticError
 from partir.simulator import profile_for_device_kind
 from partir.testing import models, schedules

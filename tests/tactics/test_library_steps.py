@@ -336,10 +336,10 @@ def test_search_ties_state_to_parameters_by_structure(name):
 
 def test_logical_names_from_the_context_cover_the_optimizer_state():
     """`LogicalPartition(logical=None)` reads `TacticContext.logical_axes`, absolute paths of
-    every argument (`partir._logical.input_logical_axes`): the optax moments of NNX
+    every argument (`partir.plan.logical.input_logical_axes`): the optax moments of NNX
     parameters are NNX variables with the same metadata, so they are named too, and the
     seeds are those of the explicit ``logical=`` form."""
-    from partir._logical import input_logical_axes
+    from partir.plan.logical import input_logical_axes
 
     m = model("nnx_decoder")
     params, opt_state, batch = m.args

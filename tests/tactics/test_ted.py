@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import partir
-from partir._collectives import collective_table
 from partir.passes.lower_to_spmd import lower_to_spmd
 from partir.passes.optimize_collectives import drop_duplicate_tokens, optimize_collectives
+from partir.plan.collectives import collective_table
 from partir.tactics.presets import BP, EP
 from partir.testing import models
 

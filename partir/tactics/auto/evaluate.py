@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from partir import ir
-from partir._gc import gc_paused
 from partir.ir.paths import split_path
 from partir.passes.lower_to_spmd import lower_to_spmd
 from partir.passes.optimize_collectives import optimize_collectives
@@ -25,6 +24,7 @@ from partir.tactics.auto.classes import op_rules
 from partir.tactics.auto.space import Space, zero_entries
 from partir.tactics.manual import REPLICATED, ManualPartition, TacticContext, _Replicated
 from partir.tactics.selectors import select
+from partir.utils.gc import gc_paused
 
 Entries = list[tuple[int, int | None]]
 """(index into `TacticContext.values`, dim or None for a pin), sorted by index."""

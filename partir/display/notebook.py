@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from partir import ir
-from partir._collectives import CollectiveTable
-from partir._history import History, collective_details, tactic_label
-from partir._html import html_view
+from partir.display.html import html_view
+from partir.plan.collectives import CollectiveTable
+from partir.plan.history import History, collective_details, tactic_label
 from partir.simulator.display import STYLE, Raw, esc, fmt_bytes, fmt_time, table
 
 if TYPE_CHECKING:
-    from partir._plan import Plan
+    from partir.plan.core import Plan
 
 PALETTE = (
     "#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5",

@@ -13,7 +13,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import BlockArgument, Operation, OpResult, SSAValue
 
 from partir import ir
-from partir._html import render_html
+from partir.display.html import render_html
 from partir.ir.locations import library_location_of, location_of
 
 KINDS = {

@@ -13,18 +13,18 @@ from jax.sharding import AbstractMesh, AxisType, Mesh
 
 import partir.rules  # noqa: F401  (registers every sharding rule)
 from partir import ir
-from partir._call import ArgSpec, is_concrete
-from partir._conflict_kind import raise_on_clash
-from partir._gc import gc_paused
-from partir._logical import input_logical_axes
-from partir._multihost import check_agreement
-from partir._plan import Plan, _leaf_signature
-from partir._program import trace
+from partir.api.call import ArgSpec, is_concrete
+from partir.api.multihost import check_agreement
 from partir.errors import MeshError, PartIRError, ScheduleError, TacticError
 from partir.frontend import constraints as user_constraints
 from partir.passes.propagate import Propagator
+from partir.plan.conflict_kind import raise_on_clash
+from partir.plan.core import Plan, _leaf_signature
+from partir.plan.logical import input_logical_axes
+from partir.plan.program import trace
 from partir.simulator import PROFILES, get_hardware, profile_for_device_kind
 from partir.tactics import TACTIC_TYPES, AutomaticPartition, TacticContext
+from partir.utils.gc import gc_paused
 
 MODES = ("annotate", "spmd")
 """Emission modes available now."""
@@ -366,7 +366,7 @@ def partition(
         step donating params and optimizer state holds one copy of them, not two.
       strict: raise `partir.errors.ShardingConflictError` when planning meets a *clash*
         (two tactics, or a tactic and a pin, asking for different layouts of one value;
-        `partir._conflict_kind`) instead of recording it in `plan.conflicts`. Expected
+        `partir.plan.conflict_kind`) instead of recording it in `plan.conflicts`. Expected
         resharding (ZeRO's parameter gathers) is never an error.
 
     Returns:

@@ -13,25 +13,26 @@ import numpy as np
 from jax.sharding import AbstractMesh, Mesh, NamedSharding
 from xdsl.ir import BlockArgument, OpResult, SSAValue
 
-from partir import _multihost, ir
-from partir._call import ArgSpec, place_leaf
-from partir._check import CompiledCheck, check_compiled
-from partir._collectives import CollectiveTable, collective_table
-from partir._conflict_kind import conflict_kind
-from partir._display import plan_html
-from partir._gc import gc_paused
-from partir._history import History, history, remember_hardware
-from partir._program import Program
-from partir._terminal import Text, describe_text, ir_text, sharding_grid_text, summary_text
+from partir import ir
+from partir.api import multihost as _multihost
+from partir.api.call import ArgSpec, place_leaf
 from partir.backend.annotate import emit_annotated, named_sharding
 from partir.backend.spmd import emit_spmd
+from partir.display.notebook import plan_html
+from partir.display.terminal import Text, describe_text, ir_text, sharding_grid_text, summary_text
 from partir.errors import InputMismatchError, MeshError, SelectorError
 from partir.frontend import constraints as user_constraints
 from partir.passes.lower_to_spmd import Lowered, lower_to_spmd
 from partir.passes.optimize_collectives import optimize_collectives
 from partir.passes.propagate import Conflict, Propagator, location_of
+from partir.plan.check import CompiledCheck, check_compiled
+from partir.plan.collectives import CollectiveTable, collective_table
+from partir.plan.conflict_kind import conflict_kind
+from partir.plan.history import History, history, remember_hardware
+from partir.plan.program import Program
 from partir.simulator import Report, simulate
 from partir.tactics import FoundSchedule, TacticRecord, found_schedule, select
+from partir.utils.gc import gc_paused
 
 
 def describe_value(plan_paths: dict[SSAValue, str], value: SSAValue) -> str:
@@ -58,7 +59,7 @@ class ConflictReport:
     claims: list[str]
     """One line per competing claim."""
     kind: str = "clash"
-    """``"clash"`` or ``"expected"`` resharding: the rule is in `partir._conflict_kind`."""
+    """``"clash"`` or ``"expected"`` resharding: the rule is in `partir.plan.conflict_kind`."""
 
     @property
     def axis(self) -> str:
@@ -285,8 +286,7 @@ class Plan:
     # -- text ----------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        # one line a terminal can show: what was planned, and the counts already known
-        # (collectives only once lowered: repr never triggers the lowering)
+        # one terminal line: what was planned, and counts already known (repr never lowers)
         mesh = ", ".join(f"{k}={v}" for k, v in self.mesh.shape.items())
         parts = [
             f"{self.program.name}",
@@ -381,7 +381,7 @@ class Plan:
     @property
     def history(self) -> History:
         """Per tactic: what it sharded, the collectives it added or removed, its conflicts,
-        and its simulated change in step time and peak memory (`partir._history.History`).
+        and its simulated change in step time and peak memory (`partir.plan.history.History`).
 
         Simulated on the hardware of the last `simulate` call (``"cpu"`` before any);
         `history_for` names another. Computed once per plan and hardware.
@@ -398,7 +398,7 @@ class Plan:
     def check_compiled(self) -> CompiledCheck:
         """Compile what calling the plan runs and compare XLA's collectives with the plan's.
 
-        Returns a `partir._check.CompiledCheck`: per (kind, axes), planned vs compiled
+        Returns a `partir.plan.check.CompiledCheck`: per (kind, axes), planned vs compiled
         counts and bytes, and what matched, what XLA added and what is missing.
         """
         self._require_devices("check_compiled()")

@@ -1,7 +1,7 @@
 """Plain-text views of a plan for a terminal: `plan.summary()`, `plan.show_sharding(path)`
 and `plan.describe()`.
 
-The notebook views (`partir._display`) draw the same things in HTML; these fit in a
+The notebook views (`partir.display.notebook`) draw the same things in HTML; these fit in a
 terminal and in a log. `summary` groups leaves that differ only in a list index
 (``params/blocks/*/attn/q`` once for every layer, when every layer has the same
 sharding); `show_sharding` draws one value's tiles as a grid with the element ranges
@@ -18,12 +18,12 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from partir import ir
-from partir._conflict_kind import counts as conflict_counts
-from partir._display import _device_text, device_ids, tiles
-from partir._history import tactic_label
+from partir.display.notebook import _device_text, device_ids, tiles
+from partir.plan.conflict_kind import counts as conflict_counts
+from partir.plan.history import tactic_label
 
 if TYPE_CHECKING:
-    from partir._plan import Plan
+    from partir.plan.core import Plan
 
 
 class Text(str):

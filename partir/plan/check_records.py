@@ -107,7 +107,7 @@ class Match:
     """A planned collective and the compiled buffers that carry it out.
 
     Attributes:
-        planned: the `partir._collectives.Collective` record.
+        planned: the `partir.plan.collectives.Collective` record.
         compiled: the compiled buffers it was matched with (one, except for an all-to-all's
             buffers or an all-reduce split per axis).
         how: a key of `FOUND_FORMS` or `EQUIVALENCES`.
@@ -141,7 +141,7 @@ class Missing:
     """A planned communicating collective with nothing in the compiled HLO to account for it.
 
     Attributes:
-        planned: the `partir._collectives.Collective` record.
+        planned: the `partir.plan.collectives.Collective` record.
         hint: what the compiled HLO has instead, in words.
     """
 

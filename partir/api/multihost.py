@@ -25,7 +25,7 @@ from jax.sharding import AbstractMesh, Mesh, NamedSharding
 from partir.errors import LocalShapeError, PlanMismatchError
 
 if TYPE_CHECKING:
-    from partir._plan import Plan
+    from partir.plan.core import Plan
 
 FINGERPRINT_VERSION = "partir-plan-v1"
 """Bumped when what `fingerprint` hashes changes."""

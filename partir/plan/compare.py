@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from partir._api import partition
-from partir._conflict_kind import CLASH
-from partir._history import tactic_label
+from partir.api.partition import partition
 from partir.errors import TacticError
+from partir.plan.conflict_kind import CLASH
+from partir.plan.history import tactic_label
 from partir.simulator import Report
 from partir.simulator.display import STYLE, fmt_bytes, fmt_mfu, fmt_time, table
 

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from partir._history import tactic_label
 from partir.errors import ShardingConflictError
 from partir.passes.propagate import Conflict, Propagator
+from partir.plan.history import tactic_label
 
 if TYPE_CHECKING:
-    from partir._plan import Plan
+    from partir.plan.core import Plan
 
 Kind = Literal["clash", "expected"]
 

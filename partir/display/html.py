@@ -1,8 +1,8 @@
 """Notebook HTML for partir's result objects, looked up by type.
 
-The objects (`CollectiveTable`, `History`, ...) sit below the display code: `_display`
+The objects (`CollectiveTable`, `History`, ...) sit below the display code: `display.notebook`
 imports them, never the reverse. Their `_repr_html_` asks this registry, which
-`_display` fills when it is imported (`partir` imports it), so no module reaches up.
+`display.notebook` fills when it is imported (`partir` imports it), so no module reaches up.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def html_view(cls: type) -> Callable[[Callable[[T], str]], Callable[[T], str]]:
 def render_html(obj: Any) -> str:
     """`obj`'s notebook HTML, from the view registered for its type or a base type.
 
-    Importing any partir module imports `partir` first, and with it `_display`, so the
+    Importing any partir module imports `partir` first, and with it `display.notebook`, so the
     views are registered before any object can ask."""
     for cls in type(obj).__mro__:
         view = HTML_VIEWS.get(cls)

@@ -24,19 +24,19 @@ from typing import TYPE_CHECKING, Any
 from xdsl.ir import SSAValue
 
 from partir import ir
-from partir._collectives import Collective, CollectiveTable, collective_table
-from partir._gc import gc_paused
-from partir._html import render_html
+from partir.display.html import render_html
 from partir.frontend import constraints as user_constraints
 from partir.passes.lower_to_spmd import lower_to_spmd
 from partir.passes.optimize_collectives import optimize_collectives
 from partir.passes.propagate import Propagator
+from partir.plan.collectives import Collective, CollectiveTable, collective_table
 from partir.simulator import Report, simulate
 from partir.simulator.display import fmt_bytes, fmt_time
 from partir.tactics import TacticContext
+from partir.utils.gc import gc_paused
 
 if TYPE_CHECKING:
-    from partir._plan import ConflictReport, Plan
+    from partir.plan.core import ConflictReport, Plan
 
 DEFAULT_HARDWARE = "cpu"
 """What `plan.history` simulates on before the plan was ever simulated."""

@@ -47,13 +47,14 @@ from typing import Any
 
 import numpy as np
 
-from partir._check_records import (
+from partir.backend.hlo import CompiledCollective, collectives_on_mesh
+from partir.plan.check_records import (
     EQUIVALENCES as EQUIVALENCES,
 )
-from partir._check_records import (
+from partir.plan.check_records import (
     FOUND_FORMS as FOUND_FORMS,
 )
-from partir._check_records import (
+from partir.plan.check_records import (
     Axes,
     Buffer,
     Key,
@@ -65,7 +66,6 @@ from partir._check_records import (
     _planned_text,
     buffers_of,
 )
-from partir.backend.hlo import CompiledCollective, collectives_on_mesh
 
 
 @dataclass
@@ -239,7 +239,7 @@ def compare(
     """Match planned collectives with compiled ones (no compilation: the pure part of the check).
 
     Args:
-        planned: `partir._collectives.Collective` records (anything with ``kind``, ``axes``,
+        planned: `partir.plan.collectives.Collective` records (anything with ``kind``, ``axes``,
             ``dtype``, ``shape``, ``bytes``, ``source``, ``reason``); ``all_slice`` ones are
             ignored.
         compiled: `CompiledCollective` records with `axes` filled (`collectives_on_mesh`).

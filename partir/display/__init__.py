@@ -1,0 +1,1 @@
+"""How a plan is shown: terminal text, notebook HTML, and the views behind `print(plan)`."""
