@@ -5,11 +5,11 @@ back on a device mesh as `jax.sharding` annotations.
 """
 
 from partir import errors as errors
+from partir.api.compare import compare as compare
 from partir.api.partition import Partitioned as Partitioned
 from partir.api.partition import partition as partition
+from partir.api.plan import Plan as Plan
 from partir.backend import jax_compat as _jax_compat
-from partir.plan.compare import compare as compare
-from partir.plan.core import Plan as Plan
 from partir.plan.logical import logical_axes as logical_axes
 from partir.plan.program import Program as Program
 from partir.plan.program import parse as parse

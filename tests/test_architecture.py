@@ -199,8 +199,8 @@ def test_imports_follow_the_layers():
         ("partir.frontend.jaxpr", "partir.ir", False),
         ("partir.frontend.jaxpr", "partir.backend.jax_compat", False),
         ("partir.frontend.jaxpr", "partir.backend.spmd", True),
-        ("partir.backend.spmd", "partir.plan.core", True),
-        ("partir.plan.core", "partir.backend.spmd", False),
+        ("partir.backend.spmd", "partir.api.plan", True),
+        ("partir.api.plan", "partir.backend.spmd", False),
     ],
 )
 def test_layer_rule_itself(source, target, expected):
@@ -238,3 +238,35 @@ def test_at_most_three_loose_modules_at_the_top():
     # and replayed in plan/; only the package's face stays loose at the top
     loose = sorted(p.name for p in ROOT.glob("*.py") if p.name != "__init__.py")
     assert len(loose) <= 3, f"loose top-level modules: {loose}"
+
+
+def _top_package_graph(graph: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The module graph collapsed onto partir's subpackages (``partir.plan``, ...); the
+    root ``partir`` (which re-exports everything) is left out."""
+
+    def top(module: str) -> str | None:
+        parts = module.split(".")
+        return ".".join(parts[:2]) if len(parts) > 1 else None
+
+    packages: dict[str, dict[str, int]] = {}
+    for src, edges in graph.items():
+        if (a := top(src)) is None:
+            continue
+        for dst, line in edges.items():
+            b = top(dst)
+            if b is not None and b != a and dst.startswith("partir."):
+                packages.setdefault(a, {}).setdefault(b, line)
+        packages.setdefault(a, {})
+    return packages
+
+
+def test_no_cycle_between_subpackages():
+    cycles = _cycles(_top_package_graph(_graph()))
+    assert not cycles, "subpackages importing each other:\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_subpackage_cycle_finder_sees_a_two_package_cycle():
+    graph = {"partir.a.x": {"partir.b.y": 1}, "partir.b.y": {"partir.a.z": 2}, "partir.a.z": {}}
+    assert _cycles(_top_package_graph(graph)) == [["partir.a", "partir.b"]]

@@ -1,5 +1,7 @@
 """The ```python samples of docs/*.md and README.md run in the suite, so they cannot drift.
 
+README.md's first snippet runs as written, without any setup, on a CPU-only machine.
+
 Each page's blocks run in order, as one script, in a fresh interpreter on 8 emulated CPU
 devices, after `PRELUDE` (the setup docs/architecture.md says the samples assume). A block
 whose first line is ``# partir/<file>.py`` quotes the source and must occur in that file
@@ -73,19 +75,12 @@ def test_quoted_source_is_verbatim(page: pathlib.Path) -> None:
         assert text.strip() in source, f"{page.name} quotes {path}, which no longer holds:\n{text}"
 
 
-@pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: p.name)
-def test_page_samples_run(page: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    # README.md is run (without the prelude, as a user would) by tests/test_readme.py
-    run, _ = split(page)
-    script = tmp_path / f"{page.stem}.py"
-    script.write_text(PRELUDE + "\n" + "\n".join(run) + "\nprint('docs ok')\n")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "JAX_PLATFORMS": "cpu",
-        "HOME": str(tmp_path),
-        "MPLBACKEND": "Agg",
-    }
-    done = subprocess.run(
+def run_script(script: pathlib.Path, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
+    """Run ``script`` (a file) in a fresh CPU-only interpreter with a bare environment, in
+    ``tmp_path``, as a user's machine would."""
+    env = {"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "HOME": str(tmp_path)}
+    env["MPLBACKEND"] = "Agg"
+    return subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,
         text=True,
@@ -93,5 +88,26 @@ def test_page_samples_run(page: pathlib.Path, tmp_path: pathlib.Path) -> None:
         env=env,
         cwd=tmp_path,
     )
+
+
+@pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: p.name)
+def test_page_samples_run(page: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    run, _ = split(page)
+    script = tmp_path / f"{page.stem}.py"
+    script.write_text(PRELUDE + "\n" + "\n".join(run) + "\nprint('docs ok')\n")
+    done = run_script(script, tmp_path)
     assert done.returncode == 0, f"{page.name}:\n{done.stderr[-3000:]}"
     assert "docs ok" in done.stdout
+
+
+def test_readme_first_snippet_runs_as_written(tmp_path: pathlib.Path) -> None:
+    # without the prelude: the README sets the device count itself, before any JAX op
+    first, second = blocks(ROOT / "README.md")[:2]
+    # the second block continues the first (it traces the same step)
+    script = tmp_path / "readme_snippet.py"
+    script.write_text(first + "\n" + second + "\nprint('snippet ok', float(loss))\n")
+    done = run_script(script, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "snippet ok" in done.stdout
+    # nothing left to the user to puzzle over
+    assert "Warning" not in done.stderr, done.stderr[-3000:]

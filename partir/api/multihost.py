@@ -25,7 +25,7 @@ from jax.sharding import AbstractMesh, Mesh, NamedSharding
 from partir.errors import LocalShapeError, PlanMismatchError
 
 if TYPE_CHECKING:
-    from partir.plan.core import Plan
+    from partir.api.plan import Plan
 
 FINGERPRINT_VERSION = "partir-plan-v1"
 """Bumped when what `fingerprint` hashes changes."""

@@ -15,11 +15,11 @@ import partir.rules  # noqa: F401  (registers every sharding rule)
 from partir import ir
 from partir.api.call import ArgSpec, is_concrete
 from partir.api.multihost import check_agreement
+from partir.api.plan import Plan, _leaf_signature
 from partir.errors import MeshError, PartIRError, ScheduleError, TacticError
 from partir.frontend import constraints as user_constraints
 from partir.passes.propagate import Propagator
 from partir.plan.conflict_kind import raise_on_clash
-from partir.plan.core import Plan, _leaf_signature
 from partir.plan.logical import input_logical_axes
 from partir.plan.program import trace
 from partir.simulator import PROFILES, get_hardware, profile_for_device_kind

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from partir import ir
-from partir.display.html import html_view
 from partir.plan.collectives import CollectiveTable
 from partir.plan.history import History, collective_details, tactic_label
 from partir.simulator.display import STYLE, Raw, esc, fmt_bytes, fmt_time, table
+from partir.utils.html import html_view
 
 if TYPE_CHECKING:
-    from partir.plan.core import Plan
+    from partir.api.plan import Plan
 
 PALETTE = (
     "#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5",

@@ -23,7 +23,7 @@ from partir.plan.conflict_kind import counts as conflict_counts
 from partir.plan.history import tactic_label
 
 if TYPE_CHECKING:
-    from partir.plan.core import Plan
+    from partir.api.plan import Plan
 
 
 class Text(str):

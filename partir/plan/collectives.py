@@ -13,8 +13,8 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import BlockArgument, Operation, OpResult, SSAValue
 
 from partir import ir
-from partir.display.html import render_html
 from partir.ir.locations import library_location_of, location_of
+from partir.utils.html import render_html
 
 KINDS = {
     "spmd.all_gather": "all_gather",

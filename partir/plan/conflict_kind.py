@@ -35,7 +35,7 @@ from partir.passes.propagate import Conflict, Propagator
 from partir.plan.history import tactic_label
 
 if TYPE_CHECKING:
-    from partir.plan.core import Plan
+    from partir.api.plan import Plan
 
 Kind = Literal["clash", "expected"]
 

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from xdsl.ir import SSAValue
 
 from partir import ir
-from partir.display.html import render_html
 from partir.frontend import constraints as user_constraints
 from partir.passes.lower_to_spmd import lower_to_spmd
 from partir.passes.optimize_collectives import optimize_collectives
@@ -34,9 +33,10 @@ from partir.simulator import Report, simulate
 from partir.simulator.display import fmt_bytes, fmt_time
 from partir.tactics import TacticContext
 from partir.utils.gc import gc_paused
+from partir.utils.html import render_html
 
 if TYPE_CHECKING:
-    from partir.plan.core import ConflictReport, Plan
+    from partir.api.plan import ConflictReport, Plan
 
 DEFAULT_HARDWARE = "cpu"
 """What `plan.history` simulates on before the plan was ever simulated."""
