@@ -10,9 +10,9 @@ OLDEST_PINS := jax==0.11.1 jaxlib==0.11.1
 # The fast subset run on the oldest JAX: tracing, rules, the interpreter, emission in both
 # modes, XLA's compiled-program formats, and a scanned model end to end.
 OLDEST_TESTS := tests/frontend tests/ir tests/rules tests/backend/test_hlo.py \
-	tests/tactics/test_plan.py tests/test_jax_compat.py tests/simulator/test_memory.py \
+	tests/api/test_plan.py tests/backend/test_jax_compat.py tests/simulator/test_memory.py \
 	tests/test_filecheck.py tests/property/test_roundtrip.py
-OLDEST_SELECT := tests/tactics/test_numerics.py -k "gpt_scan and 4x2"
+OLDEST_SELECT := tests/api/test_numerics.py -k "gpt_scan and 4x2"
 
 .PHONY: venv demo test test-oldest bench lint clean
 

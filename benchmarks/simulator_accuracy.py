@@ -15,6 +15,10 @@ Timing: every program is compiled and warmed up first, then the rounds interleav
 programs (one run each per round, `--repeats` rounds), so load from other processes hits
 all of them alike; the median counts (the minimum is recorded too).
 
+The zoo rows calibrate the CPU profile's contention constants (`partir.cli.calibrate`;
+``--fit-contention`` refits them from this run's zoo rows and reports the values, each row
+keeping the step's parts without contention); the GPT ranking rows are held out from that fit.
+
 Targets (issues 5 and 21): memory within 15% in every row; tau >= 0.8 over the GPT schedules;
 simulated over measured step time within 0.7-1.3 (the CPU profile models the devices'
 contention for the host's cores: `Hardware.compute_contention`, `dispatch_contention`).
@@ -26,6 +30,8 @@ Writes benchmarks/results/simulator_accuracy.json (and the profile it used besid
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import os
 import pathlib
 import statistics
@@ -88,6 +94,15 @@ class Case:
         start = time.perf_counter()
         plan = partir.partition(tactics, mesh=mesh, mode="spmd")(model.fn).plan(*model.args)
         self.report = simulate(plan.lowered.module, hardware)
+        # the step's parts without contention, for --fit-contention
+        bare = dataclasses.replace(hardware, compute_contention=1.0, dispatch_contention=0.0)
+        r0 = simulate(plan.lowered.module, bare)
+        r1 = simulate(plan.lowered.module, dataclasses.replace(bare, dispatch_contention=1.0))
+        self.parts = {
+            "roofline_s": r0.compute_time_s,
+            "dispatch_s": r1.compute_time_s - r0.compute_time_s,
+            "rest_s": r0.communication_time_s + r0.launch_time_s,
+        }
         block = self.report.block
         self.kernels = sum(1 for op, mine in fusion_clusters(block).items() if id(op) in mine)
         self.compiled = plan.lower().compile()
@@ -127,7 +142,29 @@ class Case:
             "time_ratio": round(r.step_time_s / measured, 4),
             "collectives": sum(1 for c in r.collectives if c.kind != "all_slice"),
             "kernels": self.kernels,
+            "parts": self.parts,
         }
+
+
+def fit_contention(rows: list[dict[str, Any]], devices: int) -> dict[str, float]:
+    """Grid search of (compute contention, dispatch contention) minimising the mean squared
+    log ratio of ``c * roofline + d * dispatch + rest`` to the measured median over `rows`
+    (the constants `partir.cli.calibrate` writes into the profile)."""
+
+    def loss(c: float, d: float) -> float:
+        errs = [
+            math.log(
+                (c * p["roofline_s"] + d * p["dispatch_s"] + p["rest_s"]) / r["measured_median_s"]
+            )
+            for r in rows
+            for p in [r["parts"]]
+        ]
+        return sum(e * e for e in errs) / len(errs)
+
+    grid = [(loss(c / 4, d / 4), c / 4, d / 4) for c in range(2, 41) for d in range(0, 81)]
+    err, c, d = min(grid)
+    return {"compute_contention": c, "dispatch_contention_per_device": d / devices,
+            "mean_sq_log_ratio": err}  # fmt: skip
 
 
 def time_rounds(cases: list[Case], repeats: int) -> None:
@@ -150,6 +187,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per program")
     parser.add_argument("--profile", help="a calibrated cpu profile JSON (default: calibrate)")
     parser.add_argument("--quick-calibration", action="store_true")
+    parser.add_argument("--fit-contention", action="store_true",
+                        help="also fit the contention constants on the zoo rows (reported)")  # fmt: skip
     parser.add_argument("--out", default=str(RESULTS / "simulator_accuracy.json"))
     args = parser.parse_args()
     started = time.perf_counter()
@@ -212,7 +251,11 @@ def main() -> None:
         f" (target within 15%: {'met' if abs(worst - 1) <= 0.15 else 'MISSED'})"
         f"\nflops ratio simulated / cost_analysis(): {min(flops):.3f} .. {max(flops):.3f}"
     )
+    fit = fit_contention(zoo_rows, 8) if args.fit_contention else None
+    if fit:
+        print(f"contention fitted on the zoo rows: {fit}")
     result = {
+        "contention_fit_on_zoo_rows": fit,
         "benchmark": "simulator vs cost_analysis(), memory_analysis() and measured step time, "
         "8 CPU devices",
         "jax": jax.__version__,

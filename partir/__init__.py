@@ -19,6 +19,7 @@ from partir.tactics import REPLICATED as REPLICATED
 from partir.tactics import AutomaticPartition as AutomaticPartition
 from partir.tactics import ManualPartition as ManualPartition
 from partir.tactics import PipelinePartition as PipelinePartition
+from partir.tactics import Ulysses as Ulysses
 from partir.tactics.logical import LogicalPartition as LogicalPartition
 
 # A JAX outside the tested range warns once, naming the range (partir/backend/jax_compat.py).

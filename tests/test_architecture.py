@@ -270,3 +270,31 @@ def test_no_cycle_between_subpackages():
 def test_subpackage_cycle_finder_sees_a_two_package_cycle():
     graph = {"partir.a.x": {"partir.b.y": 1}, "partir.b.y": {"partir.a.z": 2}, "partir.a.z": {}}
     assert _cycles(_top_package_graph(graph)) == [["partir.a", "partir.b"]]
+
+
+CROSS_CUTTING_SUITES = {
+    "property": "hypothesis properties over rules, passes and emission together",
+    "filecheck": "golden lit/filecheck cases of the IR, rules and passes",
+    "mutation": "the mutation catalogue and its runner (not collected)",
+    "multihost": "several processes on loopback (partir.api.multihost and the runtime)",
+}
+"""Test folders that test no single subpackage."""
+
+
+def test_tests_mirror_the_package_tree():
+    """Each test folder is named after the subpackage it tests (or is a cross-cutting suite),
+    and only whole-package checks (architecture, docs, lint, notebooks, the filecheck
+    runner) sit at the top of tests/."""
+    tests = ROOT.parent / "tests"
+    packages = {p.name for p in ROOT.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    strays = sorted(folders - packages - set(CROSS_CUTTING_SUITES))
+    assert not strays, f"test folders named after no subpackage of partir/: {strays}"
+    loose = sorted(p.name for p in tests.glob("test_*.py"))
+    assert loose == [
+        "test_architecture.py",
+        "test_docs.py",
+        "test_filecheck.py",
+        "test_lint.py",
+        "test_notebooks.py",
+    ], f"tests/ top level holds only whole-package checks, not {loose}"

@@ -234,6 +234,48 @@ def shard_map_params(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+REGION_COLLECTIVES = {
+    "psum": "all_reduce",
+    "psum_invariant": "all_reduce",
+    "pmax": "all_reduce",
+    "pmin": "all_reduce",
+    "all_gather": "all_gather",
+    "all_gather_invariant": "all_gather",
+    "reduce_scatter": "reduce_scatter",
+    "ppermute": "collective_permute",
+    "all_to_all": "all_to_all",
+}
+"""The collective primitives of a `jax.shard_map` body (jax 0.12: ``psum`` is
+``psum_invariant`` under ``check_vma``; ``psum_scatter`` binds ``reduce_scatter``), and the
+kind of collective each is."""
+
+
+def region_collectives(body: Any) -> list[tuple[str, tuple[str, ...], Any, Any]]:
+    """The collectives a `jax.shard_map` body runs, nested loops and branches included (a
+    loop body's once, as `plan.collectives()` lists loops): per result buffer, ``(kind,
+    axes, aval, eqn)``, the aval per device and the equation for its source line.
+
+    Depends on the ``axes`` parameter of ``psum``/``pmax``/``pmin`` and ``axis_name`` of
+    the others (a name or a tuple of names)."""
+    jaxpr = body.jaxpr if isinstance(body, ClosedJaxpr) else body
+    found: list[tuple[str, tuple[str, ...], Any, Any]] = []
+    for eqn in jaxpr.eqns:
+        kind = REGION_COLLECTIVES.get(eqn.primitive.name)
+        if kind is not None:
+            names = eqn.params.get("axes", eqn.params.get("axis_name", ()))
+            names = names if isinstance(names, tuple | list) else (names,)
+            # positional (int) axes are vmap's, not the mesh's: no communication
+            axes = tuple(str(a) for a in names if isinstance(a, str))
+            if axes:
+                found += [(kind, axes, v.aval, eqn) for v in eqn.outvars]
+            continue
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(sub, ClosedJaxpr | Jaxpr):
+                    found += region_collectives(sub)
+    return found
+
+
 def _partition_spec(dims: Any) -> Any:
     return jax.sharding.PartitionSpec(
         *(None if not axes else axes[0] if len(axes) == 1 else tuple(axes) for axes in dims)

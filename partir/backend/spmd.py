@@ -237,7 +237,17 @@ def emit_spmd(
     def local(*leaves: Any) -> tuple[Any, ...]:
         return tuple(_run_block(block, leaves, sizes))
 
-    mapped = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=True)
+    # a user region typed without manual-axis variance (`check_vma=False`) has loop bodies
+    # whose carries are not typed varying: the whole program is then run unchecked too
+    unchecked = any(
+        isinstance(op, ir.PrimOp)
+        and op.primitive_name == "shard_map"
+        and not evaluate.decode_params(op)["check_vma"]
+        for op in module.walk()
+    )
+    mapped = jax.shard_map(
+        local, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=not unchecked
+    )
 
     def run(*leaves: Any) -> tuple[Any, ...]:
         # the user may call the step inside `jax.set_mesh(their_mesh)` (MaxText does);

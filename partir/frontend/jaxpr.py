@@ -38,6 +38,7 @@ from partir.backend.primitives import register_primitive
 from partir.frontend import random as keys
 from partir.frontend.encode import encode_params
 from partir.ir.constants import encode_array
+from partir.ir.locations import location_text
 from partir.ir.paths import escape_key
 from partir.utils.gc import gc_paused
 
@@ -237,15 +238,25 @@ class _Converter:
                 prim = "sharding_constraint" if name in USER_SHARDING else name
                 if name != "shard_map" and name not in USER_SHARDING:
                     register_primitive(eqn.primitive)
-                op = ir.PrimOp(
-                    prim, invals, _result_types(eqn), encode_params(name, eqn.params), loc
-                )
+                params = encode_params(name, eqn.params)
+                if name == "shard_map":
+                    params += (("collectives", self.region_collectives(eqn, loc)),)
+                op = ir.PrimOp(prim, invals, _result_types(eqn), params, loc)
                 ops.append(op)
                 outs = list(op.outs)
             for var, value in zip(eqn.outvars, outs, strict=True):
                 if not isinstance(var, jcore.DropVar):
                     env[var] = value
         return [read(v) for v in jaxpr.outvars]
+
+    def region_collectives(self, eqn: jcore.JaxprEqn, loc: Attribute | None) -> tuple[Any, ...]:
+        """A `jax.shard_map` region's own collectives, for `plan.collectives()` (the body
+        stays JAX's): per buffer ``(kind, axes, dtype, per-device shape, source line)``."""
+        return tuple(
+            (kind, axes, np.dtype(aval.dtype).name, tuple(aval.shape), location_text(where))
+            for kind, axes, aval, body_eqn in jcore.region_collectives(eqn.params["jaxpr"])
+            for where in (self.location(body_eqn, loc),)
+        )
 
     def wrap(
         self, data: SSAValue, key_type: Attribute, ops: list[Operation], loc: Attribute | None

@@ -21,6 +21,13 @@ def location_of(op: Operation | None) -> str:
     return _text(loc.caller if isinstance(loc, CallSiteLoc) else loc)
 
 
+def location_text(loc: Attribute | None) -> str:
+    """`location_of` for a location itself (the user's line of a call-site location)."""
+    if loc is None:
+        return "unknown"
+    return _text(loc.caller if isinstance(loc, CallSiteLoc) else loc)
+
+
 def library_location_of(op: Operation | None) -> str | None:
     """``package/file.py:line (function)`` of the library code the user's line called
     (``optax/tree_utils/_tree_math.py:398 (tree_add)``), or None when the op was made in

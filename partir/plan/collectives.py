@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,8 @@ def collective_table(
     params = _Gradients(module, *paths) if paths is not None else None
     for op in module.walk():
         kind = KINDS.get(op.name)
+        if isinstance(op, ir.PrimOp) and op.primitive_name == "shard_map":
+            table += _region_collectives(op)
         if kind is None:
             continue
         assert isinstance(op, ir.CollectiveOp)
@@ -134,12 +136,42 @@ def collective_table(
     return table
 
 
+def _region_collectives(op: ir.PrimOp) -> list[Collective]:
+    """The collectives the user's own `jax.shard_map` region runs (recorded at tracing:
+    the region's body is JAX's, not partir's)."""
+    region = location_of(op)
+    return [
+        Collective(
+            kind,
+            tuple(axes),
+            dtype,
+            tuple(shape),
+            math.prod(shape) * ir.ITEMSIZE[dtype],
+            source,
+            f"the user's jax.shard_map at {region}",
+            via=library_location_of(op),
+        )
+        for kind, axes, dtype, shape, source in op.params.find("collectives", ())
+    ]
+
+
 REDUCING = frozenset({"all_reduce", "reduce_scatter"})
 """The collectives that sum partial values: the ones a gradient's reduction is."""
 
 _FOLLOW_LIMIT = 64
 """Ops the forward walk of `gradient_of` visits at most per collective (an update is a
 few dozen elementwise ops; a walk that goes further has left the optimizer)."""
+
+
+def _walk(todo: list[SSAValue]) -> Iterator[SSAValue]:
+    """Each value of `todo` once, at most `_FOLLOW_LIMIT` of them; the caller appends the
+    values to visit next to `todo` as it goes (the walks below)."""
+    seen: set[int] = set()
+    while todo and len(seen) < _FOLLOW_LIMIT:
+        v = todo.pop()
+        if id(v) not in seen:
+            seen.add(id(v))
+            yield v
 
 
 class _Gradients:
@@ -174,12 +206,7 @@ class _Gradients:
         if out not in self._previous:
             found: set[int] = set()
             todo = [self.ret.operands[out]]
-            seen: set[int] = set()
-            while todo and len(seen) < _FOLLOW_LIMIT:
-                v = todo.pop()
-                if id(v) in seen:
-                    continue
-                seen.add(id(v))
+            for v in _walk(todo):
                 if isinstance(v, BlockArgument) and v in self.arg_index:
                     found.add(self.arg_index[v])
                 elif isinstance(v, OpResult) and v.op.name in KINDS:
@@ -199,12 +226,7 @@ class _Gradients:
         (ZeRO-3's gather of a parameter reaches its matmuls; ZeRO-2's gather of an update
         reaches only the new parameter.)"""
         todo: list[SSAValue] = [self.block.args[arg]]
-        seen: set[int] = set()
-        while todo and len(seen) < _FOLLOW_LIMIT:
-            v = todo.pop()
-            if id(v) in seen:
-                continue
-            seen.add(id(v))
+        for v in _walk(todo):
             for use in v.uses:
                 user = use.operation
                 if isinstance(user, ir.RegionPrimOp):
@@ -243,12 +265,7 @@ def gradient_of(grads: _Gradients, value: SSAValue) -> int | None:
 def _reached_returns(grads: _Gradients, value: SSAValue) -> list[Any]:
     uses = []
     todo = [value]
-    seen: set[int] = set()
-    while todo and len(seen) < _FOLLOW_LIMIT:
-        v = todo.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
+    for v in _walk(todo):
         for use in v.uses:
             user = use.operation
             if user is grads.ret:

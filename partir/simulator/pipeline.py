@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from partir.simulator.collectives import collective_time
 from partir.simulator.hardware import SimulatorError
@@ -323,4 +323,55 @@ def stage_costs_from_runs(
         other_activation_bytes=mg,
         boundary_bytes=boundary_bytes,
         forward_fraction=forward_fraction,
+    )
+
+
+def stage_costs_from_parts(
+    compute: Mapping[tuple[int, int], tuple[float, float]],
+    communication: Mapping[tuple[int, int], float],
+    *,
+    boundary_bytes: float,
+    forward_fraction: float = 1 / 3,
+    collective_overlap: float = 0.0,
+) -> StageCosts:
+    """`StageCosts` from the compute and the communication of four unpipelined steps, fitted
+    apart (`stage_costs_from_runs` on each).
+
+    An overlapped step time is not additive in layers, so it cannot be fitted as one. Per
+    microbatch, compute and communication add: the tensor-parallel collectives sit between
+    a layer's matmuls, on the critical path (Narayanan et al., arXiv 2104.04473 §3.3). Once
+    a step (the data-parallel gradient reduction after the pipeline flush), a
+    ``collective_overlap`` share of the communication hides behind the last backward passes
+    (Megatron-Core's ``--overlap-grad-reduce``).
+
+    Args:
+      compute: ``(layers, microbatches) -> (compute seconds, peak bytes)`` for the keys of
+        `stage_costs_from_runs`.
+      communication: the same keys -> communication seconds.
+      boundary_bytes: `StageCosts.boundary_bytes`.
+      forward_fraction: `StageCosts.forward_fraction`.
+      collective_overlap: the share of the once-a-step communication hidden, in [0, 1].
+    """
+    if not 0.0 <= collective_overlap <= 1.0:
+        raise SimulatorError(f"collective_overlap must be in [0, 1], got {collective_overlap}")
+    if set(compute) != set(communication):
+        raise SimulatorError(
+            f"compute and communication need the same keys, got {sorted(compute)} and "
+            f"{sorted(communication)}"
+        )
+    comp = stage_costs_from_runs(
+        compute, boundary_bytes=boundary_bytes, forward_fraction=forward_fraction
+    )
+    comm = stage_costs_from_runs(
+        {k: (t, compute[k][1]) for k, t in communication.items()},
+        boundary_bytes=boundary_bytes,
+        forward_fraction=forward_fraction,
+    )
+    hidden = 1.0 - collective_overlap
+    return replace(
+        comp,
+        layer_microbatch_s=comp.layer_microbatch_s + comm.layer_microbatch_s,
+        other_microbatch_s=comp.other_microbatch_s + comm.other_microbatch_s,
+        layer_step_s=comp.layer_step_s + hidden * comm.layer_step_s,
+        other_step_s=comp.other_step_s + hidden * comm.other_step_s,
     )

@@ -222,15 +222,16 @@ _register(
 # script's output, copied here with their provenance; `get_hardware("<name>-fitted")` returns
 # the profile with them applied (the first-principles profiles above stay as they are).
 FITS: dict[str, tuple[float, float, float, str]] = {
-    "tpu-v5p": (0.9, 1.2, 0.9, "fitted on 3 MaxText v5p README rows (64B v5p-128, 128B "
+    "tpu-v5p": (0.9, 0.8, 0.9, "fitted on 3 MaxText v5p README rows (64B v5p-128, 128B "
                 "v5p-512, 512B v5p-1024) by benchmarks/published_runs.py"),
-    "tpu-v6e": (0.95, 1.2, 0.9, "fitted on 1 MaxText Trillium row (Llama 3.1 70B on 256 v6e) "
-                "by benchmarks/published_runs.py"),
-    "a100": (0.65, 0.6, 0.0, "fitted on 7 Megatron-LM A100 rows (Narayanan et al. 2021 Table 1: "
-             "1.7B, 3.6B, 18.4B, 76.1B, 310B, 1T; Korthikanti et al. 2022: 1T) by "
+    "tpu-v6e": (0.7, 0.4, 0.0, "fitted on 1 MaxText Trillium row (Llama 3.1 70B on 256 v6e; "
+                "one row for three parameters: underdetermined) by benchmarks/published_runs.py"),
+    "a100": (0.7, 0.4, 0.0, "fitted on 7 Megatron-LM A100 rows (Narayanan et al. 2021 Table 1: "
+             "1.7B, 3.6B, 18.4B, 76.1B, 310B, 1T; Korthikanti et al. 2022: 1T; pipeline rows "
+             "by the pipeline step simulator) by benchmarks/published_runs.py"),
+    "h100": (0.65, 1.0, 0.9, "fitted on 2 H100 rows (Megatron-Core GPT-3 175B on 4,608 GPUs, "
+             "Llama 3 405B on 16,384 GPUs; both pipelined, by the pipeline step simulator) by "
              "benchmarks/published_runs.py"),
-    "h100": (0.85, 0.8, 0.9, "fitted on 2 H100 rows (Megatron-Core GPT-3 175B on 4,608 GPUs, "
-             "Llama 3 405B on 16,384 GPUs) by benchmarks/published_runs.py"),
 }  # fmt: skip
 """Profile name -> (matmul efficiency, collective efficiency, collective overlap, provenance)."""
 

@@ -27,3 +27,5 @@ from partir.tactics.presets import Z2 as Z2  # noqa: E402
 from partir.tactics.presets import Z3 as Z3  # noqa: E402
 from partir.tactics.sequence import DSP as DSP  # noqa: E402
 from partir.tactics.sequence import DSPPartition as DSPPartition  # noqa: E402
+from partir.tactics.sequence import Ulysses as Ulysses  # noqa: E402
+from partir.tactics.sequence import UlyssesPartition as UlyssesPartition  # noqa: E402

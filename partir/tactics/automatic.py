@@ -52,7 +52,7 @@ class FoundSchedule(list[Any]):
         lines = ["["]
         for t in self:
             text = repr(t)
-            if len(text) <= 84 or not isinstance(t, ManualPartition):
+            if len(text) <= 84 or type(t) is not ManualPartition:
                 lines.append(f"    {text},")
                 continue
             lines += ["    ManualPartition(", "        {"]

@@ -7,7 +7,8 @@ Multi-Dimensional Transformers", arXiv 2403.10266) shards, for each stage, a seq
 the stage does *not* attend over, so the stage runs with no communication at all, and
 switches dims with one all-to-all where the attended dim changes. Megatron-style sequence
 parallelism instead gathers the sequence before every attention and reduce-scatters after;
-Ulysses re-tiles q, k, v and the output around every attention.
+Ulysses (`Ulysses`; Jacobs et al. 2023, "DeepSpeed Ulysses", arXiv 2309.14509) re-tiles
+q, k, v to heads and the output back around every attention.
 
 **Mechanism: named values.** The stages are told apart by the values entering each
 attention, named in the model with `jax.ad_checkpoint.checkpoint_name` (the zoo's
@@ -22,7 +23,10 @@ wherever propagation puts them. Seeding only the named result would let the new 
 the identity ``name`` op into the previous stage, and the layouts would meet at whichever
 op propagation reached last (q, k, v of every attention: Ulysses' pattern, not DSP's).
 Recognising attention from its factors was the alternative; names are explicit, survive
-`jax.lax.scan` and remat, and say in the model which dim each stage may shard.
+`jax.lax.scan` and remat, and say in the model which dim each stage may shard. Both
+tactics are `SwitchPartition`s: a mapping name -> (dim of the named value, dim its name
+op reads), seeded on both sides of each name op; `AutomaticPartition`'s stage groups
+(`partir.tactics.auto.space`) apply the same seeds.
 """
 
 from __future__ import annotations
@@ -52,59 +56,92 @@ layout, which the first stage's switch reads (the targets are left to propagatio
 gives them the last stage's layout too)."""
 
 
-def _named_ops(module: object, names: set[str]) -> list[ir.PrimOp]:
-    """Every ``name`` op whose name is in `names`, in program order (regions included)."""
+def named_ops(module: object, names: set[str] | None) -> list[ir.PrimOp]:
+    """Every ``name`` op whose name is in `names` (None: every one), in program order
+    (regions included)."""
     out = []
     for op in module.walk():  # type: ignore[attr-defined]
         if isinstance(op, ir.PrimOp) and op.primitive_name == "name":
-            if str(op.params.find("name")) in names:
+            if names is None or str(op.params.find("name")) in names:
                 out.append(op)
     return out
 
 
+Switches = Mapping[str, tuple[int, int]]
+"""name -> (dim of the named value, dim of the value the name op reads): where a layout
+changes. The ``<name>_grad`` twin is laid out the other way round (it reads the first dim
+and returns the second)."""
+
+
+def switch_values(ops: list[ir.PrimOp], switches: Switches) -> list[tuple[SSAValue, int, str]]:
+    """(value, dim, label) to seed for `switches` at the ``name`` ops `ops`: a forward op
+    named X returns X's layout ``switches[X][0]`` and reads ``switches[X][1]``; its
+    backward twin ``X_grad`` reads the first and returns the second."""
+    out: list[tuple[SSAValue, int, str]] = []
+    for op in ops:
+        name = str(op.params.find("name"))
+        label = f"{NAME_PREFIX}{name}"
+        if name in switches:
+            inside, outside = switches[name]
+            out.append((op.results[0], inside, label))
+            out.append((op.operands[0], outside, f"{label} (operand)"))
+        else:
+            inside, outside = switches[name[: -len(GRAD_SUFFIX)]]
+            out.append((op.operands[0], inside, f"{label} (operand)"))
+            out.append((op.results[0], outside, label))
+    return out
+
+
+def dsp_switches(dims: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """DSP's switches: each stage's named value on its dim, read on the previous stage's.
+    The stages follow the order of `dims`, cyclically: the first stage of a block follows
+    the last of the block before, and the data enters in the last stage's layout (so a
+    `lax.scan` over blocks sees one layout)."""
+    stages = list(dims)
+    return {s: (dims[s], dims[stages[(i - 1) % len(stages)]]) for i, s in enumerate(stages)}
+
+
 @dataclass(frozen=True, repr=False)
-class DSPPartition(ManualPartition):
-    """The tactic `DSP` returns: each stage's named values and their operands seeded.
+class SwitchPartition(ManualPartition):
+    """Seed the data and each named value (and the value its name op reads) on the axis.
+
+    The base of `DSPPartition` and `UlyssesPartition`: a subclass says where the layouts
+    change (`switches`); both sides of each switching ``name`` op are seeded, so the two
+    layouts meet exactly there, and one all-to-all re-tiles.
 
     Attributes:
-      dims: name -> the dim its stage is sharded on.
-      inputs: the data's selectors -> dim (the first stage's layout), as `ManualPartition`.
+      inputs: the data's selectors -> dim, as `ManualPartition`.
     """
 
-    dims: Mapping[str, int] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        return f"DSP(axis={self.axis!r}, dims={dict(self.dims)!r}, inputs={dict(self.inputs)!r})"
+    def switches(self) -> dict[str, tuple[int, int]]:
+        """name -> (dim of the named value, dim its name op reads); see `Switches`."""
+        raise NotImplementedError
 
     def apply(self, ctx: TacticContext, index: int) -> TacticRecord:
-        """Seed the data, each named value on its stage's dim and each name op's operand
-        on the previous stage's dim, then propagate on the axis."""
+        """Seed the data and both sides of every switching name op, then propagate."""
         prop = ctx.propagator
         if self.axis not in prop.sizes:
             raise UnknownAxisError(
                 f"{self!r} refers to mesh axis {self.axis!r}, but the mesh has axes "
                 f"{tuple(prop.sizes)}. Use one of those names or add it to the mesh."
             )
-        names = set(self.dims) | {n + GRAD_SUFFIX for n in self.dims}
-        ops = _named_ops(prop.module, names)
-        missing = sorted(set(self.dims) - {str(op.params.find("name")) for op in ops})
+        switches = self.switches()
+        names = set(switches) | {n + GRAD_SUFFIX for n in switches}
+        ops = named_ops(prop.module, names)
+        found = {str(op.params.find("name")) for op in ops}
+        missing = [n for n in switches if n not in found]
         if missing:
-            raise SelectorError(
-                f"{self!r}: no value is named {missing[0]!r} in the program. DSP selects each "
-                "stage by the value entering its attention, named with "
-                "jax.ad_checkpoint.checkpoint_name(x, name); name them in the model or pass "
-                "DSP(dims={name: dim}) with the names it uses."
-            )
+            raise SelectorError(self._missing_message(missing[0]))
         chosen = self.choose(ctx, self.inputs)
         before = len(prop.conflicts)
         seeds: list[SSAValue] = []
         seeded: list[tuple[str, int | None]] = []
         for i, (dim, _) in sorted(chosen.items()):
-            assert dim is not None  # DSP pins nothing
+            assert dim is not None  # a switch tactic pins nothing
             if prop.seed(ctx.value(i), dim, self.axis, index):
                 seeds.append(ctx.value(i))
             seeded.append((ctx.label(i), dim))
-        for value, dim, label in self._stage_values(ops):
+        for value, dim, label in switch_values(ops, switches):
             self._check_divisible(value, dim, label, prop.sizes[self.axis])
             if prop.seed(value, dim, self.axis, index):
                 seeds.append(value)
@@ -112,35 +149,54 @@ class DSPPartition(ManualPartition):
         prop.propagate(self.axis, index, seeds)
         return TacticRecord(index, self, seeded, prop.conflicts[before:])
 
-    def _stage_values(self, ops: list[ir.PrimOp]) -> list[tuple[SSAValue, int, str]]:
-        """(value, dim, label) to seed. A forward name op (stage X) reads the previous
-        stage's layout and returns X's; its backward twin ``X_grad`` reads X's layout and
-        returns the previous stage's. The stages follow the order of `dims`, cyclically:
-        the first stage of a block follows the last of the block before, and the data
-        enters in the last stage's layout (so a `lax.scan` over blocks sees one layout)."""
-        stages = list(self.dims)
-        prev = {s: stages[(i - 1) % len(stages)] for i, s in enumerate(stages)}
-        out: list[tuple[SSAValue, int, str]] = []
-        for op in ops:
-            name = str(op.params.find("name"))
-            label = f"{NAME_PREFIX}{name}"
-            if name in self.dims:
-                out.append((op.results[0], self.dims[name], label))
-                out.append((op.operands[0], self.dims[prev[name]], f"{label} (operand)"))
-            else:
-                stage = name[: -len(GRAD_SUFFIX)]
-                out.append((op.operands[0], self.dims[stage], f"{label} (operand)"))
-                out.append((op.results[0], self.dims[prev[stage]], label))
-        return out
+    def _missing_message(self, name: str) -> str:
+        return (
+            f"{self!r}: no value is named {name!r} in the program; name it in the model "
+            "with jax.ad_checkpoint.checkpoint_name(x, name)."
+        )
 
     def _check_divisible(self, value: SSAValue, dim: int, label: str, size: int) -> None:
         shape = ir.shape_of(value.type)
         if not -len(shape) <= dim < len(shape) or shape[dim % len(shape)] % size:
             raise TacticError(
                 f"{self!r} cannot shard {label} (shape {list(shape)}) on dim {dim} over axis "
-                f"{self.axis!r} of size {size}: the dim is out of range or not divisible. Pick "
-                "another dim in DSP(dims=...), or a sequence length divisible by the axis."
+                f"{self.axis!r} of size {size}: the dim is out of range or not divisible. "
+                f"{self._dim_hint()}"
             )
+
+    def _dim_hint(self) -> str:
+        return "Pick another dim, or a size divisible by the axis."
+
+
+@dataclass(frozen=True, repr=False)
+class DSPPartition(SwitchPartition):
+    """The tactic `DSP` returns: each stage's named values and their operands seeded.
+
+    Attributes:
+      dims: name -> the dim its stage is sharded on.
+      inputs: the data's selectors -> dim (the last stage's layout, which the first stage
+        reads), as `ManualPartition`.
+    """
+
+    dims: Mapping[str, int] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"DSP(axis={self.axis!r}, dims={dict(self.dims)!r}, inputs={dict(self.inputs)!r})"
+
+    def switches(self) -> dict[str, tuple[int, int]]:
+        """Each stage on its dim, read on the previous stage's (`dsp_switches`)."""
+        return dsp_switches(self.dims)
+
+    def _missing_message(self, name: str) -> str:
+        return (
+            f"{self!r}: no value is named {name!r} in the program. DSP selects each "
+            "stage by the value entering its attention, named with "
+            "jax.ad_checkpoint.checkpoint_name(x, name); name them in the model or pass "
+            "DSP(dims={name: dim}) with the names it uses."
+        )
+
+    def _dim_hint(self) -> str:
+        return "Pick another dim in DSP(dims=...), or a sequence length divisible by the axis."
 
 
 def DSP(
@@ -159,17 +215,16 @@ def DSP(
     activations; ``video_dit_scan`` the same, once in the scanned body. Composes with
     `BP` and `MP` on other axes: ``[*BP(), *MP(), *DSP()]``.
 
-    Known gap: spmd lowering (`partir.passes.resolve`) may follow the operand's layout
-    through the identity ``name`` op, which moves the switch onto q, k, v of the next
-    attention (more all-to-alls, still correct); the plan's conflicts are where DSP puts
-    them.
+    spmd lowering lays out every ``name`` op as planned
+    (`partir.passes.lower_to_spmd.PLANNED_PLACE`), so each switch is one all-to-all at its
+    name, not three on the next attention's q, k, v.
 
     Args:
       axis: the mesh axis the sequence dims are split on.
       dims: ``checkpoint_name`` name of the value entering each stage -> the dim that stage
         is sharded on. Default `DSP_DIMS` (``{"spatial_in": 1, "temporal_in": 2}``).
       inputs: selectors of the data -> dim (the layout before the first stage). Default
-        `DSP_INPUTS` (``{"batch/x": 1}``); the targets take the last stage's layout.
+        `DSP_INPUTS` (``{"batch/x": 2}``, space); the targets take the last stage's layout.
 
     Returns:
       ``[DSPPartition(...)]``.
@@ -188,4 +243,122 @@ def DSP(
     return [DSPPartition(chosen_inputs, axis, chosen_dims)]
 
 
-__all__ = ["DSP", "DSP_DIMS", "DSP_INPUTS", "DSPPartition"]
+ULYSSES_STAGES: tuple[str, ...] = ("spatial", "temporal")
+"""The zoo ``video_dit``'s attentions: each names its q, k, v and output ``<stage>_q``,
+``<stage>_k``, ``<stage>_v`` and ``<stage>_out``, ``[B, T, S, H, d / H]``."""
+
+ULYSSES_PARTS: tuple[str, ...] = ("q", "k", "v")
+"""The per-head values entering an attention, re-tiled to heads."""
+
+
+@dataclass(frozen=True, repr=False)
+class UlyssesPartition(SwitchPartition):
+    """The tactic `Ulysses` returns: q, k, v re-tiled to heads, the output back.
+
+    Attributes:
+      dim: the sequence dim the activations are sharded on outside attention (of the
+        per-head values ``[B, T, S, H, d / H]`` and of the data alike).
+      heads_dim: the heads dim of the per-head values, sharded inside attention.
+      stages: the attentions, by the prefix of their names (``<stage>_q`` ...).
+      inputs: the data's selectors -> dim, as `ManualPartition`.
+    """
+
+    dim: int = 1
+    heads_dim: int = 3
+    stages: tuple[str, ...] = ULYSSES_STAGES
+
+    def __repr__(self) -> str:
+        return (
+            f"Ulysses(axis={self.axis!r}, dim={self.dim}, heads_dim={self.heads_dim}, "
+            f"stages={self.stages!r}, inputs={dict(self.inputs)!r})"
+        )
+
+    def switches(self) -> dict[str, tuple[int, int]]:
+        """q, k, v on heads, read on the sequence dim; the output the other way round."""
+        out = {f"{s}_{p}": (self.heads_dim, self.dim) for s in self.stages for p in ULYSSES_PARTS}
+        out.update({f"{s}_out": (self.dim, self.heads_dim) for s in self.stages})
+        return out
+
+    def _missing_message(self, name: str) -> str:
+        return (
+            f"{self!r}: no value is named {name!r} in the program. Ulysses re-tiles each "
+            "attention's q, k, v and output, named <stage>_q, <stage>_k, <stage>_v and "
+            "<stage>_out in their per-head layout with jax.ad_checkpoint.checkpoint_name; "
+            "name them in the model, or pass Ulysses(stages=...) with the prefixes it uses."
+        )
+
+    def _dim_hint(self) -> str:
+        return (
+            "Ulysses needs the heads (heads_dim) and the sequence dim (dim) divisible by the "
+            "axis: pick another axis size or Ulysses(dim=...)."
+        )
+
+
+def Ulysses(
+    axis: str = "seq",
+    dim: int = 1,
+    *,
+    heads_dim: int = 3,
+    stages: tuple[str, ...] | list[str] = ULYSSES_STAGES,
+    inputs: Mapping[str, int] | None = None,
+) -> list[ManualPartition]:
+    """DeepSpeed-Ulysses sequence parallelism (Jacobs et al. 2023, arXiv 2309.14509).
+
+    The activations are sharded on a sequence dim outside attention; around every
+    attention an all-to-all re-tiles q, k and v so that the heads are sharded instead
+    (each device attends over the whole sequence for its heads), and another re-tiles the
+    output back. On the zoo's ``video_dit`` that is 4 all-to-alls per attention forward
+    (2 attentions per block) and their 4 transposes backward, at the ``<stage>_q``,
+    ``<stage>_k``, ``<stage>_v``, ``<stage>_out`` names and their ``_grad`` twins, with no
+    all-gather of activations; compare `DSP`, which switches twice per block. Composes
+    with `BP` and `MP` on other axes.
+
+    Args:
+      axis: the mesh axis the sequence and, inside attention, the heads are split on.
+      dim: the sequence dim sharded outside attention, of the per-head values
+        ``[B, T, S, H, d / H]`` and of the data (default 1, time: the major dim of the
+        flattened video sequence ``T x S``).
+      heads_dim: the heads dim of the per-head values (default 3).
+      stages: name prefixes of the attentions (default `ULYSSES_STAGES`).
+      inputs: selectors of the data -> dim; default ``{"batch/x": dim}``.
+
+    Returns:
+      ``[UlyssesPartition(...)]``.
+    """
+    chosen_inputs = dict({"batch/x": dim} if inputs is None else inputs)
+    for name, value in (("dim", dim), ("heads_dim", heads_dim)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TacticError(f"Ulysses({name}={value!r}): expected a dim (int), e.g. {name}=1.")
+    if dim == heads_dim:
+        raise TacticError(
+            f"Ulysses(dim={dim}, heads_dim={heads_dim}): the sequence dim and the heads dim "
+            "must differ (the all-to-all moves the axis from one to the other)."
+        )
+    stage_list = (stages,) if isinstance(stages, str) else tuple(stages)
+    if not stage_list or not all(isinstance(s, str) for s in stage_list):
+        raise TacticError(
+            f"Ulysses(stages={stages!r}): give the attentions' name prefixes, e.g. "
+            "stages=('spatial', 'temporal')."
+        )
+    for key, d in chosen_inputs.items():
+        if not isinstance(key, str) or not isinstance(d, int) or isinstance(d, bool):
+            raise TacticError(
+                f"Ulysses(inputs=...): {key!r} -> {d!r}; expected a selector (str) mapped to "
+                "a dim (int), e.g. Ulysses(inputs={'batch/x': 1})."
+            )
+    return [UlyssesPartition(chosen_inputs, axis, dim, heads_dim, stage_list)]
+
+
+__all__ = [
+    "DSP",
+    "DSP_DIMS",
+    "DSP_INPUTS",
+    "ULYSSES_STAGES",
+    "DSPPartition",
+    "SwitchPartition",
+    "Ulysses",
+    "UlyssesPartition",
+    "dsp_switches",
+    "named_ops",
+    "switch_values",
+]

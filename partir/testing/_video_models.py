@@ -7,7 +7,9 @@ The video models follow the spatial-temporal blocks of OpenSora and Latte (Ma et
 spatial positions of every frame, then over the frames at every spatial position, then
 applies an MLP. The residual stream entering each attention is named with
 `jax.ad_checkpoint.checkpoint_name` (``"spatial_in"``, ``"temporal_in"``), so a tactic can
-select it (`partir.tactics.sequence.DSP`).
+select it (`partir.tactics.sequence.DSP`); so are each attention's q, k, v and output in
+their per-head layout (``"spatial_q"`` ... ``"temporal_out"``, for
+`partir.tactics.sequence.Ulysses`).
 
 Like `llama`, these builders are exported from `partir.testing.models` but not registered
 in `MODELS`: the zoo-wide tests run every registered model under every reference schedule
@@ -123,18 +125,25 @@ def _video_post(args: tuple[dict, dict], stacked: bool) -> tuple[dict, dict]:
     return params, batch
 
 
-def _attention(h: jax.Array, p: dict, heads: int, over: str) -> jax.Array:
-    """Multi-head self-attention of ``h: [B, T, S, d]`` over its time or space dim."""
+def _attention(h: jax.Array, p: dict, heads: int, over: str, stage: str) -> jax.Array:
+    """Multi-head self-attention of ``h: [B, T, S, d]`` over its time or space dim.
+
+    q, k, v and the output are named ``<stage>_q``, ``<stage>_k``, ``<stage>_v`` and
+    ``<stage>_out`` in their per-head layout ``[B, T, S, H, d / H]`` (with `named`), so
+    a tactic can re-tile them to heads (`partir.tactics.sequence.Ulysses`).
+    """
     b, t, s, d = h.shape
     dh = d // heads
-    q, k, v = ((h @ p[name]).reshape(b, t, s, heads, dh) for name in "qkv")
+    q, k, v = (
+        named((h @ p[name]).reshape(b, t, s, heads, dh), f"{stage}_{name}") for name in "qkv"
+    )
     if over == "space":  # per frame: queries and keys are spatial positions
         scores = jnp.einsum("btqhe,btkhe->bthqk", q, k) / math.sqrt(dh)
         out = jnp.einsum("bthqk,btkhe->btqhe", _softmax(scores), v)
     else:  # per spatial position: queries and keys are frames
         scores = jnp.einsum("bqshe,bkshe->bshqk", q, k) / math.sqrt(dh)
         out = jnp.einsum("bshqk,bkshe->bqshe", _softmax(scores), v)
-    return out.reshape(b, t, s, d) @ p["o"]
+    return named(out, f"{stage}_out").reshape(b, t, s, d) @ p["o"]
 
 
 GRAD_SUFFIX = "_grad"
@@ -166,9 +175,13 @@ named.defvjp(_named_fwd, _named_bwd)
 def _video_block(x: jax.Array, blk: dict, heads: int) -> jax.Array:
     # the residual stream entering each attention is named, so DSP can lay it out
     x = named(x, "spatial_in")
-    x = x + _attention(_layer_norm(x, blk["ln_s"]), blk["spatial"]["attn"], heads, "space")
+    x = x + _attention(
+        _layer_norm(x, blk["ln_s"]), blk["spatial"]["attn"], heads, "space", "spatial"
+    )
     x = named(x, "temporal_in")
-    x = x + _attention(_layer_norm(x, blk["ln_t"]), blk["temporal"]["attn"], heads, "time")
+    x = x + _attention(
+        _layer_norm(x, blk["ln_t"]), blk["temporal"]["attn"], heads, "time", "temporal"
+    )
     h = _gelu(_layer_norm(x, blk["ln_m"]) @ blk["mlp"]["w_in"] + blk["mlp"]["b_in"])
     return x + h @ blk["mlp"]["w_out"] + blk["mlp"]["b_out"]
 
@@ -208,7 +221,10 @@ def video_dit(*, abstract: bool = False, seed: int = 0, **overrides: Any) -> Mod
     pre-LayerNorm spatial attention (over S, per frame), temporal attention (over T, per
     position) and a GELU MLP, each residual; then a final LayerNorm and ``out_proj``. The
     stream entering the spatial attention is named ``"spatial_in"`` and the one entering the
-    temporal attention ``"temporal_in"`` (`jax.ad_checkpoint.checkpoint_name`). params::
+    temporal attention ``"temporal_in"`` (`jax.ad_checkpoint.checkpoint_name`); each
+    attention's q, k, v and output, ``[B, T, S, H, d / H]``, are named ``"spatial_q"``,
+    ``"spatial_k"``, ``"spatial_v"``, ``"spatial_out"`` and likewise ``"temporal_*"``.
+    params::
 
         {"in_proj": [d, d], "pos_time": [T, d], "pos_space": [S, d],
          "blocks": [{"ln_s", "ln_t", "ln_m": {"scale": [d], "bias": [d]},

@@ -11,3 +11,7 @@ config.test_source_root = os.path.dirname(__file__)
 config.excludes = ["lit.cfg.py"]
 # xdsl-opt and filecheck come from the same environment as the running interpreter.
 config.environment["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+# lit starts each RUN line with a clean environment: keep PYTHONPATH, so a mutant copy of the
+# package (tests/mutation/run.py) is the one the tools import, not the installed checkout.
+if "PYTHONPATH" in os.environ:
+    config.environment["PYTHONPATH"] = os.environ["PYTHONPATH"]

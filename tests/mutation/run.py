@@ -50,9 +50,13 @@ def locate(root: pathlib.Path, m: Mutant) -> int:
 
 def _falsifying(output: str) -> str | None:
     """Hypothesis's report of the falsifying example, trimmed, from pytest's output."""
-    start = output.find("Falsifying example")
-    if start < 0:
+    # "Failing test case" from hypothesis 6.1xx on; "Falsifying example" before
+    hits = [
+        i for i in (output.find("Falsifying example"), output.find("Failing test case")) if i >= 0
+    ]
+    if not hits:
         return None
+    start = min(hits)
     lines = []
     for line in output[start:].splitlines():
         if re.match(r"^(tests/|FAILED|=+ |_+ )", line) and lines:
@@ -77,7 +81,9 @@ def run_mutant(
     mutated = original.replace(m.find, m.replace)
     path.write_text(mutated)
     new_line = mutated.splitlines()[line - 1]
+    # no:randomly: the tests run in the order given, so the focused files come first
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider"]
+    cmd += ["-p", "no:randomly"]
     started = time.monotonic()
     try:
         proc = subprocess.run(
@@ -165,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The unmutated copy must pass what the mutants will run, or every mutant reads as killed.
     union = sorted({t for m in mutants for t in ([ORACLE] if args.oracle_only else m.tests)})
-    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", *union]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider"]
+    cmd += ["-p", "no:randomly", *union]
     started = time.monotonic()
     if args.no_baseline:
         base = subprocess.CompletedProcess(cmd, 0, "", "")

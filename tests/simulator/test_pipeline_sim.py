@@ -11,6 +11,7 @@ from partir.simulator import get_hardware
 from partir.simulator.pipeline import (
     StageCosts,
     simulate_pipeline,
+    stage_costs_from_parts,
     stage_costs_from_runs,
 )
 from partir.simulator.topology import Topology
@@ -112,6 +113,55 @@ def test_stage_costs_fit_recovers_a_bilinear_model():
     assert (c.layer_microbatch_s, c.layer_step_s) == pytest.approx((alpha, beta))
     assert (c.other_microbatch_s, c.other_step_s) == pytest.approx((gamma, delta))
     assert (c.layer_static_bytes, c.layer_activation_bytes) == pytest.approx((10, 2))
+
+
+def _bilinear(a: float, b: float, g: float, d: float) -> dict[tuple[int, int], float]:
+    return {(n, m): n * (a * m + b) + g * m + d for n in (1, 2) for m in (1, 2)}
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.4, 1.0])
+def test_parts_add_per_microbatch_and_hide_the_once_a_step_communication(overlap):
+    compute = _bilinear(3.0, 0.5, 1.25, 0.75)
+    comm = _bilinear(0.25, 2.0, 0.5, 4.0)
+    memory = {k: (t, 100.0 * k[0] + 10.0 * k[1]) for k, t in compute.items()}
+    c = stage_costs_from_parts(memory, comm, boundary_bytes=7.0, collective_overlap=overlap)
+    assert c.layer_microbatch_s == pytest.approx(3.0 + 0.25)
+    assert c.other_microbatch_s == pytest.approx(1.25 + 0.5)
+    assert c.layer_step_s == pytest.approx(0.5 + (1 - overlap) * 2.0)
+    assert c.other_step_s == pytest.approx(0.75 + (1 - overlap) * 4.0)
+    assert (c.layer_static_bytes, c.boundary_bytes) == pytest.approx((100.0, 7.0))
+
+
+def test_parts_fit_apart_is_not_the_fit_of_their_maximum():
+    # an overlapped step (max of the two) is not bilinear: fitting it loses the layer cost
+    compute = _bilinear(1.0, 0.0, 0.0, 0.0)
+    comm = _bilinear(0.0, 0.0, 0.0, 10.0)
+    together = stage_costs_from_runs(
+        {k: (max(compute[k], comm[k]), 0.0) for k in compute}, boundary_bytes=0.0
+    )
+    apart = stage_costs_from_parts(
+        {k: (t, 0.0) for k, t in compute.items()}, comm, boundary_bytes=0.0
+    )
+    assert together.layer_microbatch_s == pytest.approx(0.0)
+    assert apart.layer_microbatch_s == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"collective_overlap": 1.5}, "collective_overlap must be in"),
+        ({"communication": {(1, 1): 0.0}}, "same keys"),
+    ],
+)
+def test_bad_parts_name_the_fix(kwargs, match):
+    args = {
+        "compute": {k: (t, 0.0) for k, t in _bilinear(1, 1, 1, 1).items()},
+        "communication": _bilinear(1, 1, 1, 1),
+        "boundary_bytes": 1.0,
+        **kwargs,
+    }
+    with pytest.raises(SimulatorError, match=match):
+        stage_costs_from_parts(**args)
 
 
 @pytest.mark.parametrize(

@@ -24,12 +24,20 @@ from partir.tactics.auto.classes import op_rules
 from partir.tactics.auto.space import Space, zero_entries
 from partir.tactics.manual import REPLICATED, ManualPartition, TacticContext, _Replicated
 from partir.tactics.selectors import select
+from partir.tactics.sequence import (
+    GRAD_SUFFIX,
+    DSPPartition,
+    dsp_switches,
+    named_ops,
+    switch_values,
+)
 from partir.utils.gc import gc_paused
 
 Entries = list[tuple[int, int | None]]
 """(index into `TacticContext.values`, dim or None for a pin), sorted by index."""
-Applied = list[tuple[str, Entries]]
-"""Per tactic of a candidate, its axis and entries."""
+Applied = list[tuple[str, Entries, dict[str, int]]]
+"""Per tactic of a candidate, its axis, entries and stages (name -> dim, in program order;
+empty unless stage groups were chosen: then the tactic is a `DSPPartition`)."""
 
 _NUMBER = re.compile(r"(?<=/)\d+(?=/|$)")
 
@@ -102,6 +110,11 @@ class Evaluator:
         self.evaluations = 0
         self.seconds = 0.0
         self.rules = op_rules(ctx)
+        names = {n for g in space.groups for n, _ in g.stages}
+        self.stage_order = list(
+            dict.fromkeys(str(op.params.find("name")) for op in named_ops(ctx.propagator.module, names))
+        ) if names else []  # fmt: skip
+        """Names of the stage groups, in program order."""
 
     def entries(self, groups: Iterable[int]) -> list[tuple[int, int | None]]:
         """(index into `TacticContext.values`, dim, or None for a pin), sorted by index:
@@ -115,9 +128,15 @@ class Evaluator:
                 out[j] = None
         return sorted(out.items())
 
+    def stages(self, groups: Iterable[int]) -> dict[str, int]:
+        """name -> dim of the stage groups among `groups`, in program order (the order
+        `dsp_switches` reads the previous stage from)."""
+        chosen = dict(st for i in groups for st in self.space.groups[i].stages)
+        return {n: chosen[n] for n in self.stage_order if n in chosen}
+
     def tactics(self, candidate: frozenset[int], *, compact: bool = True) -> list[ManualPartition]:
         """The `ManualPartition` tactics a candidate stands for, in order (scoring it
-        first if it was not).
+        first if it was not); a tactic with stage groups is a `DSPPartition`.
 
         Args:
           candidate: the chosen groups.
@@ -126,16 +145,19 @@ class Evaluator:
         """
         if candidate not in self.concrete:
             self.evaluate(candidate)
-        out = []
+        out: list[ManualPartition] = []
         paths = self.ctx.paths
-        for axis, entries in self.concrete[candidate]:
-            if not entries:
+        for axis, entries, stages in self.concrete[candidate]:
+            if not entries and not stages:
                 continue
             exact: dict[str, int | _Replicated] = {
                 paths[j]: REPLICATED if d is None else d for j, d in entries
             }
-            inputs = compact_selectors(exact, paths) if compact else exact
-            out.append(ManualPartition(inputs, axis=axis))
+            inputs = compact_selectors(exact, paths) if compact and exact else exact
+            if stages:  # class groups pin nothing: the inputs are all dims
+                out.append(DSPPartition(inputs, axis, stages))
+            else:
+                out.append(ManualPartition(inputs, axis=axis))
         return out
 
     def _modes(self, candidate: frozenset[int]) -> list[tuple[tuple[int, ...], ...]]:
@@ -195,11 +217,12 @@ class Evaluator:
         )
         return score, applied
 
-    def _seed(self, prop: Propagator, step: tuple[int, ...]) -> tuple[str, Entries]:
+    def _seed(self, prop: Propagator, step: tuple[int, ...]) -> tuple[str, Entries, dict[str, int]]:
         """What `ManualPartition.apply` does with the step's exact paths (same order: by
         index), without matching selectors against every path; returns what it decided."""
         group = self.space.groups[step[0]]
         axis, seeds = group.axis, []
+        stages = {} if group.fill else self.stages(step)
         if group.fill:
             entries = zero_entries(self.ctx, prop, axis, group.fill)
         else:
@@ -210,9 +233,15 @@ class Evaluator:
                 prop.pin(value, axis, self.index)
             elif prop.seed(value, d, axis, self.index):
                 seeds.append(value)
+        if stages:  # as DSPPartition.apply: after the inputs, both sides of each name op
+            switches = dsp_switches(stages)
+            ops = named_ops(prop.module, set(stages) | {n + GRAD_SUFFIX for n in stages})
+            for value, d, _ in switch_values(ops, switches):
+                if prop.seed(value, d, axis, self.index):
+                    seeds.append(value)
         if seeds:
             prop.propagate(axis, self.index, seeds)
-        return axis, entries
+        return axis, entries, stages
 
     def best(self) -> tuple[frozenset[int], Score]:
         """The best candidate evaluated so far (ties: fewer groups, then lower indices)."""

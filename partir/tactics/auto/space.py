@@ -15,8 +15,23 @@ dim; ZeRO-2 seeds the state alone and pins the parameters (and the step's output
 same path) replicated, as the `Z2` preset does. They apply after the other groups of
 their axis and take what those left.
 
+Where the program names intermediate values (`jax.ad_checkpoint.checkpoint_name`, the
+``name:`` selectors), *stage* groups join (`_stage_groups`). The stages are the names whose
+values have the shape of a data input (the stream between stages, such as a video
+transformer's ``[B, T, S, d]`` residual entering each attention). A stage group lays out
+one stage on one of its open dims, or two stages consecutive in program order on two
+different dims: a *dimension switch*, which pays only as a whole (either half alone
+shards everything on one dim), so it is one decision. The stage groups chosen on an axis
+are applied as `partir.tactics.sequence.DSPPartition` is, in program order: each named
+value on its dim, read on the previous stage's, so the layouts meet at the name op and
+one all-to-all switches the dim (Dynamic Sequence Parallelism, arXiv 2403.10266). Values
+of other shapes (q, k, v inside a stage) are left to propagation from the stream, which
+keeps the family small: ``k * m + k * m * (m - 1)`` groups for ``k`` stages of ``m`` open
+dims (``m * (m - 1)`` switches for ``k = 2``).
+
 A group is chosen or not. Groups of one axis that share a leaf exclude each other, as do
-groups of two axes that would tile one dim beyond its size.
+groups of two axes that would tile one dim beyond its size, and stage groups that share a
+name.
 """
 
 from __future__ import annotations
@@ -30,7 +45,8 @@ from xdsl.ir import SSAValue
 from partir import ir
 from partir.passes.propagate import Propagator
 from partir.tactics.auto.classes import UnionFind, edges, numbers, param_path, pattern
-from partir.tactics.manual import TacticContext
+from partir.tactics.manual import NAME_PREFIX, TacticContext
+from partir.tactics.sequence import GRAD_SUFFIX, named_ops
 
 
 @dataclass
@@ -49,6 +65,9 @@ class Group:
         replicated when the group is chosen.
       fill: ``"zero3"`` or ``"zero2"`` for a ZeRO group, whose seeds are whatever is
         still open when it applies (`zero_entries`); None for a class group.
+      stages: ``((name, dim), ...)`` for a stage group: the values `checkpoint_name`
+        named ``name`` on ``dim`` (their name ops' operands on the previous chosen stage's
+        dim, `partir.tactics.sequence.dsp_switches`); empty otherwise.
     """
 
     index: int
@@ -60,6 +79,7 @@ class Group:
     leaves: frozenset[int] = field(default_factory=frozenset)
     pins: tuple[int, ...] = ()
     fill: str | None = None
+    stages: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -217,6 +237,74 @@ def roles(ctx: TacticContext) -> Roles:
     return Roles(frozenset(params), state_of, root_len)
 
 
+def stream_names(ctx: TacticContext) -> dict[str, tuple[int, ...]]:
+    """Forward ``checkpoint_name`` names whose values all have the shape of a data input
+    (`Roles.is_data`), in program order: name -> that shape. A ``<name>_grad`` whose
+    ``<name>`` is a name too is its cotangent's twin, not a stage of its own."""
+    r = roles(ctx)
+    data_shapes = {
+        ir.shape_of(v.type)
+        for i, v in enumerate(ctx.inputs)
+        if r.is_data(i) and i not in ctx.non_array_inputs
+    }
+    found: dict[str, set[tuple[int, ...]]] = {}
+    for op in named_ops(ctx.propagator.module, None):
+        found.setdefault(str(op.params.find("name")), set()).add(ir.shape_of(op.results[0].type))
+    out = {}
+    for name, shapes in found.items():
+        is_twin = name.endswith(GRAD_SUFFIX) and name[: -len(GRAD_SUFFIX)] in found
+        if not is_twin and len(shapes) == 1 and (shape := next(iter(shapes))) in data_shapes:
+            out[name] = shape
+    return out
+
+
+def _stage_groups(ctx: TacticContext, axis: str, start: int) -> list[Group]:
+    """The stage family on `axis` (see the module docstring): per stage (`stream_names`),
+    one group per dim open on `axis` in all its values (and its twins'); per two stages
+    consecutive in program order (cyclically: the last switches back to the first), one
+    group per two different open dims."""
+    prop = ctx.propagator
+    size = prop.sizes[axis]
+    if size < 2:
+        return []
+    open_dims: dict[str, list[int]] = {}
+    for name, shape in stream_names(ctx).items():
+        values = [
+            v
+            for op in named_ops(prop.module, {name, name + GRAD_SUFFIX})
+            for v in (op.results[0], op.operands[0])
+        ]
+        open_dims[name] = [
+            d
+            for d, n in enumerate(shape)
+            if n % size == 0
+            and n >= size
+            # decided by an earlier tactic, or tiled on d already
+            and not any(
+                axis in prop.axes_of(v) or (v, axis) in prop.pinned or _tiled(prop, v, d)
+                for v in values
+            )
+        ]
+    choices: list[tuple[tuple[str, int], ...]] = [
+        ((name, d),) for name, dims in open_dims.items() for d in dims
+    ]
+    names = [n for n, dims in open_dims.items() if dims]
+    pairs = list(zip(names, names[1:] + names[:1], strict=True)) if len(names) > 2 else []
+    pairs += [(names[0], names[1])] if len(names) == 2 else []
+    for a, b in pairs:
+        choices += [((a, da), (b, db)) for da in open_dims[a] for db in open_dims[b] if da != db]
+    groups: list[Group] = []
+    for stages in choices:
+        label = f"{axis}: " + " -> ".join(f"{NAME_PREFIX}{n}:{d}" for n, d in stages)
+        groups.append(Group(start + len(groups), axis, (), label, 0, stages=stages))
+    return groups
+
+
+def _tiled(prop: Propagator, value: SSAValue, d: int) -> bool:
+    dims = prop.dims.get(value)
+    return bool(dims and dims[d])
+
+
 def build_space(ctx: TacticContext, axes: Sequence[str], uf: UnionFind) -> Space:
     """The groups an automatic tactic decides on `axes`, given what earlier tactics did.
 
@@ -232,19 +320,25 @@ def build_space(ctx: TacticContext, axes: Sequence[str], uf: UnionFind) -> Space
         more, n = _axis_groups(ctx, uf, axis, len(groups))
         groups += more
         count += n
+        groups += _stage_groups(ctx, axis, len(groups))
     exclusive: set[tuple[int, int]] = set()
     for g in groups:
         for h in groups[g.index + 1 :]:
             if g.axis == h.axis:
-                if g.leaves & h.leaves or (g.fill and h.fill):
+                one_name = {n for n, _ in g.stages} & {n for n, _ in h.stages}
+                if g.leaves & h.leaves or (g.fill and h.fill) or one_name:
                     exclusive.add((g.index, h.index))
             elif _overfull(ctx, g, h, sizes):
                 exclusive.add((g.index, h.index))
     interacting = _meeting(ctx, uf, groups)
-    for z in groups:  # a ZeRO group takes what the others leave: it meets all of them
-        if z.fill:
+    for z in groups:
+        # a ZeRO group takes what the others leave, and a stage group lays out the stream
+        # every other group's values flow through: each meets all the others
+        if z.fill or z.stages:
             interacting |= {
-                (min(z.index, g.index), max(z.index, g.index)) for g in groups if g is not z
+                (min(z.index, g.index), max(z.index, g.index))
+                for g in groups
+                if g is not z and (z.fill or g.axis == z.axis)
             }
     interacting -= exclusive
     return Space(tuple(axes), sizes, groups, exclusive, count, interacting)

@@ -11,8 +11,8 @@ builtin.module attributes {partir.mesh = #partir.mesh<["x"=4, "y"=2]>} {
   }
 }
 // CHECK-LABEL: func.func @slice_of_sum
-// CHECK-NEXT:    %{{.*}} = spmd.all_reduce %a kind sum axes ["y"] : tensor<8x4xf32> -> tensor<8x4xf32>
-// CHECK-NEXT:    %{{.*}} = spmd.reduce_scatter %{{.*}} dim 0 kind sum axes ["x"] : tensor<8x4xf32> -> tensor<2x4xf32>
+// CHECK-NEXT:    %[[R:.*]] = spmd.all_reduce %a kind sum axes ["y"] : tensor<8x4xf32> -> tensor<8x4xf32>
+// CHECK-NEXT:    %{{.*}} = spmd.reduce_scatter %[[R]] dim 0 kind sum axes ["x"] : tensor<8x4xf32> -> tensor<2x4xf32>
 // CHECK-NOT:     spmd.all_slice
 
 // -----

@@ -277,11 +277,67 @@ def test_shard_map_region_matches_jit(mesh, mode):
     )
     assert plan.propagator.sharding(region.outs[0]).dims == (("batch",), ())
     assert "model" in {a for v, a in plan.propagator.pinned if v is region.outs[0]}
-    # its operand arrives as the blocks its in_specs name: no gather into the region
-    assert [c.kind for c in plan.collectives() if c.communicates] == ["all_reduce"]
+    # its operand arrives as the blocks its in_specs name: no gather into the region; the
+    # loss's mean is reduced, and the region's own psum over model is listed
+    # at the user's line
+    table = [c for c in plan.collectives() if c.communicates]
+    assert [c.kind for c in table] == ["all_reduce", "all_reduce"]
+    psum = table[0]
+    assert psum.axes == ("model",)
+    assert psum.shape == (2, 1) and psum.bytes == 8
+    assert re.search(r"test_user_constraints.py:\d+ \(row_sums\)", psum.source), psum.source
+    assert psum.reason.startswith("the user's jax.shard_map at ")
+    if mode == "spmd":
+        # what runs is partir's program: the region's psum is found in the compiled HLO
+        check = plan.check_compiled()
+        assert check.all_planned_found, str(check)
+        assert not [b for b in check.extra if b.kind == "all_reduce"], str(check)
     # its gradient has two regions (forward with residuals, and the transpose)
     grad = partir.partition(SCHEDULE, mesh=mesh, mode=mode)(jax.grad(fn))
     _close(grad(params, X), jax.jit(jax.grad(fn))(params, X))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_collective_of_a_shard_map_region_is_listed(mesh, mode):
+    """Each collective primitive a region's body can bind, one in a loop, is listed once per
+    buffer with its kind, axes and per-device shape; the step still matches jit."""
+
+    @functools.partial(
+        jax.shard_map, mesh=mesh, in_specs=P("batch", "model"), out_specs=P(), check_vma=False
+    )  # fmt: skip
+    def region(block):  # block: [2, 16] per device
+        summed = jax.lax.psum((block, block * 2), "model")
+        biggest = jax.lax.pmax(jax.lax.stop_gradient(block), "batch")  # pmax has no JVP
+        gathered = jax.lax.all_gather(block, "model", tiled=True)
+        scattered = jax.lax.psum_scatter(block, "batch", scatter_dimension=1, tiled=True)
+        shifted = jax.lax.ppermute(block, "batch", [(i, (i + 1) % 4) for i in range(4)])
+        moved = jax.lax.all_to_all(block, "model", 1, 0, tiled=True)
+        looped = jax.lax.fori_loop(0, 2, lambda _, c: jax.lax.psum(c, "batch") / 4, block)
+        parts = (*summed, biggest, gathered, scattered, shifted, moved, looped)
+        return sum(jnp.sum(p) for p in parts)
+
+    def loss(params, x):
+        return region(jnp.tanh(x @ params["w_in"])) / 64
+
+    params = _params()
+    part = partir.partition(SCHEDULE, mesh=mesh, mode=mode)(loss)
+    _close(part(params, X), jax.jit(loss)(params, X))
+    # unchecked (check_vma=False) regions with a loop run in spmd mode, differentiated too
+    grad = partir.partition(SCHEDULE, mesh=mesh, mode=mode)(jax.grad(loss))
+    _close(grad(params, X), jax.jit(jax.grad(loss))(params, X))
+    where = "the user's jax.shard_map at "
+    listed = [(c.kind, c.axes, c.shape) for c in part.plan(params, X).collectives()
+              if c.reason.startswith(where)]  # fmt: skip
+    assert listed == [
+        ("all_reduce", ("model",), (2, 16)),
+        ("all_reduce", ("model",), (2, 16)),
+        ("all_reduce", ("batch",), (2, 16)),
+        ("all_gather", ("model",), (4, 16)),
+        ("reduce_scatter", ("batch",), (2, 4)),
+        ("collective_permute", ("batch",), (2, 16)),
+        ("all_to_all", ("model",), (4, 8)),
+        ("all_reduce", ("batch",), (2, 16)),
+    ]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -17,7 +17,7 @@ from partir.passes.propagate_pass import PropagatePass
 from partir.testing import models, schedules
 
 BIN = pathlib.Path(sys.executable).parent
-CASE = pathlib.Path(__file__).parent / "filecheck" / "passes" / "propagate.mlir"
+CASE = pathlib.Path(__file__).parents[1] / "filecheck" / "passes" / "propagate.mlir"
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ import partir
 from partir import ir
 from partir.backend import jax_compat
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_installed_jax_is_in_the_declared_range() -> None:
