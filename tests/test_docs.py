@@ -11,6 +11,7 @@ long search) is written as ```text, never skipped.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 import subprocess
@@ -80,6 +81,10 @@ def run_script(script: pathlib.Path, tmp_path: pathlib.Path) -> subprocess.Compl
     ``tmp_path``, as a user's machine would."""
     env = {"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "HOME": str(tmp_path)}
     env["MPLBACKEND"] = "Agg"
+    # the suite's XLA compilation cache (tests/conftest.py): a user's machine may have one too
+    env.update({k: v for k, v in os.environ.items() if k.startswith("JAX_PERSISTENT_CACHE")})
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        env["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAX_COMPILATION_CACHE_DIR"]
     return subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,

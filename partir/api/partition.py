@@ -49,7 +49,8 @@ def _check_schedule(schedule: Any) -> tuple[Any, ...]:
 
 
 def resolve_mesh(mesh: Any) -> Mesh | AbstractMesh:
-    """The mesh to partition on, with `AxisType.Auto` axes (so XLA's propagation applies).
+    """The mesh to partition on: its own axes when they are all `AxisType.Auto` or all
+    `AxisType.Explicit` (`jax.make_mesh`'s default), else the same mesh with Auto axes.
 
     `mesh` may be a `jax.sharding.Mesh`, a `jax.sharding.AbstractMesh` (plan, explain and
     simulate without devices: what-if studies of meshes larger than this machine), a
@@ -89,6 +90,8 @@ def resolve_mesh(mesh: Any) -> Mesh | AbstractMesh:
             ) from None
     if isinstance(mesh, AbstractMesh):
         _check_axis_names(list(mesh.axis_names))
+        # a plan on an abstract mesh is read, not run: Auto axes, as before Explicit meshes
+        # (tests/api/test_abstract_mesh.py pins it)
         if any(t != AxisType.Auto for t in mesh.axis_types):
             mesh = AbstractMesh(
                 mesh.axis_sizes, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names)
@@ -98,15 +101,22 @@ def resolve_mesh(mesh: Any) -> Mesh | AbstractMesh:
         raise MeshError(f"expected a jax.sharding.Mesh, got {type(mesh).__name__}")
     names = list(mesh.axis_names)
     _check_axis_names(names)
-    if any(t != AxisType.Auto for t in mesh.axis_types):
+    if not _keeps_axis_types(mesh):
         mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(names))
     return mesh
 
 
+def _keeps_axis_types(mesh: Mesh | AbstractMesh) -> bool:
+    """Whether partir plans on `mesh`'s own axis types: all Auto (XLA's propagation fills in
+    what the plan leaves open) or all Explicit (layouts in the types, `jax.make_mesh`'s
+    default). A mix, or Manual axes, is made all Auto."""
+    types = set(mesh.axis_types)
+    return types <= {AxisType.Auto} or types == {AxisType.Explicit}
+
+
 MSG_MESH_SHAPE = (
     "partir.partition(mesh={mesh!r}): a mesh needs axis names, and {what}. Name each axis "
-    "with its size: mesh={example}, or pass mesh=jax.make_mesh({shape}, {names}) (partir "
-    "makes its axes AxisType.Auto)."
+    "with its size: mesh={example}, or pass mesh=jax.make_mesh({shape}, {names})."
 )
 
 
@@ -347,10 +357,14 @@ def partition(
     Args:
       schedule: tactics applied in order, each deciding shardings on one mesh axis;
         earlier tactics win, disagreements become `plan.conflicts`.
-      mesh: a `jax.sharding.Mesh` (its axes are used as `AxisType.Auto`), a mapping of
-        axis name to size, or None to use the mesh set by `jax.set_mesh`.
-      mode: ``"annotate"``: `jax.jit` with shardings and a `with_sharding_constraint` on
-        every value the plan decided; XLA's partitioner inserts the collectives.
+      mesh: a `jax.sharding.Mesh`, a mapping of axis name to size, or None to use the
+        mesh set by `jax.set_mesh`. A mesh of Explicit axes (plain `jax.make_mesh`) stays
+        Explicit: annotate mode emits code its sharding-in-types checks, and outputs are
+        typed with the planned layouts; Auto axes stay Auto; a mix is made Auto.
+      mode: ``"annotate"``: `jax.jit` with the plan's shardings; on Auto axes a
+        `with_sharding_constraint` on every value the plan decided (XLA's partitioner
+        inserts the collectives), on Explicit axes each op bound with its planned layout,
+        pending sums as ``unreduced`` axes and `reshard` where the plan has a collective.
         ``"spmd"``: a `jax.shard_map` program running the device-local IR op by op, with
         exactly the planned collectives (`plan.collectives()`).
       hardware: the simulator profile (a name such as ``"tpu-v5p"`` or ``"h100"``, or a

@@ -16,6 +16,7 @@ from xdsl.ir import BlockArgument, OpResult, SSAValue
 from partir import ir
 from partir.api import multihost as _multihost
 from partir.api.call import ArgSpec, place_leaf
+from partir.api.pipeline_report import pipelined_report
 from partir.backend.annotate import emit_annotated, named_sharding
 from partir.backend.spmd import emit_spmd
 from partir.display.notebook import plan_html
@@ -84,8 +85,7 @@ class ConflictReport:
             else f"an input, first used at {self.location}"
         )
         title = "clash" if self.kind == "clash" else "expected resharding"
-        lines = [f"{title} on axis {self.axis!r} at {where}:"]
-        lines += [f"  - {c}" for c in self.claims]
+        lines = [f"{title} on axis {self.axis!r} at {where}:", *(f"  - {c}" for c in self.claims)]
         lines.append(
             "  nothing propagates through it on this axis; communication resolves it "
             "(the collectives of plan.collectives() in spmd mode, XLA's partitioner in "
@@ -130,9 +130,7 @@ class Plan:
         fn = program.function
         self._inputs = list(fn.args)
         self._outputs = list(fn.body.block.last_op.operands)  # type: ignore[union-attr]
-        self._paths: dict[SSAValue, str] = {}
-        for v, p in zip(self._inputs, program.input_paths, strict=True):
-            self._paths[v] = p
+        self._paths: dict[SSAValue, str] = dict(zip(self._inputs, program.input_paths, strict=True))
         for v, p in zip(self._outputs, program.output_paths, strict=True):
             self._paths.setdefault(v, p)
 
@@ -362,7 +360,8 @@ class Plan:
         )
 
     def simulate(self, hardware: Any = "cpu", **options: Any) -> Report:
-        """Predict per-device step time and memory of the planned program on `hardware`.
+        """Predict per-device step time and memory of the planned program on `hardware`
+        (with a `PipelinePartition`, of the pipelined step: `partir.api.pipeline_report`).
 
         Args:
           hardware: a profile name (``"tpu-v5p"``, ``"h100"``, ``"cpu"``, ...) or a
@@ -374,9 +373,10 @@ class Plan:
             cross-host link by default.
         """
         remember_hardware(self, hardware, options)
-        return simulate(
+        report = simulate(
             self.lowered.module, hardware, **_multihost.simulate_options(self, hardware, options)
         )
+        return pipelined_report(self, report)
 
     @property
     def history(self) -> History:

@@ -460,3 +460,63 @@ def physical_random_fn(primitive: str, params: dict[str, Any], in_avals: list[An
 def threefry_partitionable() -> bool:
     """The value of ``jax_threefry_partitionable`` (True by default since jax 0.5)."""
     return bool(jax.config.jax_threefry_partitionable)
+
+
+# ---------------------------------------------------------------------------------------
+# Explicit meshes (partir/backend/annotate.py): the sharding in a value's type and the error
+# JAX raises when an op's result sharding under `AxisType.Explicit` axes is ambiguous.
+# ---------------------------------------------------------------------------------------
+
+
+def typed_spec(value: Any) -> Any:
+    """The `PartitionSpec` in `value`'s type (sharding-in-types: set for values on a mesh
+    with Explicit axes), or None when its type carries no `NamedSharding`.
+
+    Depends on the aval's ``sharding`` attribute (jax >= 0.5)."""
+    sharding = getattr(jax.typeof(value), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    return spec if isinstance(spec, jax.sharding.PartitionSpec) else None
+
+
+def is_sharding_type_error(error: BaseException) -> bool:
+    """Whether `error` is JAX's `ShardingTypeError` (an op whose result sharding is ambiguous
+    or needs a collective under Explicit axes). Read by name: the class lives in
+    ``jax._src.core`` (jax 0.12), which partir does not import."""
+    return any(c.__name__ == "ShardingTypeError" for c in type(error).__mro__)
+
+
+# ---------------------------------------------------------------------------------------
+# Whether XLA compiled (partir/plan/check.py): JAX's compilation caches (in memory, and on disk
+# with jax_compilation_cache_dir) skip XLA's compiler, and with it the log check_compiled reads.
+# ---------------------------------------------------------------------------------------
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+_seen = {"compiles": 0, "hits": 0}
+_listening: list[bool] = []
+
+
+def _count_hit(event: str, **kwargs: Any) -> None:
+    if event == _CACHE_HIT_EVENT:
+        _seen["hits"] += 1
+
+
+def _count_compile(event: str, duration_secs: float, **kwargs: Any) -> None:
+    if event == _COMPILE_EVENT:
+        _seen["compiles"] += 1
+
+
+def compile_by_xla(lowered: Any) -> tuple[Any, bool]:
+    """``lowered.compile()``, and whether XLA compiled it just now: False when one of JAX's
+    compilation caches (in memory, or on disk with ``jax_compilation_cache_dir``) had it.
+
+    Reads `jax.monitoring`'s backend-compile and ``/jax/compilation_cache/cache_hits``
+    events (jax >= 0.4.26)."""
+    if not _listening:
+        jax.monitoring.register_event_listener(_count_hit)
+        jax.monitoring.register_event_duration_secs_listener(_count_compile)
+        _listening.append(True)
+    before = dict(_seen)
+    compiled = lowered.compile()
+    compiled_now = _seen["compiles"] > before["compiles"] and _seen["hits"] == before["hits"]
+    return compiled, compiled_now

@@ -24,7 +24,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation
 
 from partir import ir
-from partir.backend import evaluate, jax_compat
+from partir.backend import evaluate, jax_compat, pipeline
 from partir.backend.annotate import partition_spec
 from partir.backend.jax_compat import use_abstract_mesh, varying_axes
 from partir.backend.known import numpy_dtype
@@ -210,6 +210,8 @@ def _run_block(block: Block, args: Sequence[Any], sizes: dict[str, int]) -> list
                 outs = _on_first_device(op, operands, sizes)
             elif isinstance(op, ir.PrimOp) and op.primitive_name == "shard_map":
                 outs = _shard_map_region(op, operands, sizes)
+            elif pipeline.is_pipelined(op):  # PipelinePartition's loop (#16)
+                outs = pipeline.run_local(op, operands, sizes, _collective, _match_vma)
             else:
                 outs = evaluate.evaluate_op(op, operands, lambda b, a: _run_block(b, a, sizes))
         for result, value in zip(op.results, outs, strict=True):

@@ -1,4 +1,5 @@
-"""How the propagation engine sees ops: edges (a rule over a list of values).
+"""How the propagation engine sees ops: edges, each a rule over a list of values (what it
+decides is in `partir.passes.state`).
 
 A primitive op is one edge, its factor rule over its operands and results. A region op
 (scan, while, cond, remat) is several identity edges, each tying together the values
@@ -9,6 +10,7 @@ leading iteration dimension).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -18,10 +20,21 @@ from partir import ir
 from partir.ir.locations import location_of as location_of
 from partir.rules import FactorKind, OpRule, RuleBuilder
 
-# Primitives linear in their operands (a partial sum passes through unchanged), and how:
-# "all" = every non-scalar operand must be partial; "one" = exactly one operand may be;
-# "first" = only operand 0 may be partial (the others are indices or divisors).
-LINEAR: dict[str, str] = {
+
+class Linear(enum.Enum):
+    """How a primitive is linear in its operands: which may carry a partial sum through."""
+
+    ALL = "all"
+    """Every operand must be partial (x + c is not a sum of shard + c)."""
+    ONE = "one"
+    """Exactly one operand may be (a product)."""
+    FIRST = "first"
+    """Only operand 0 may be (the others are indices or divisors)."""
+
+
+# The table is written with the modes' values, so a one-line edit (or a mutant) changes one
+# primitive; a misspelt mode fails at import.
+_LINEAR: dict[str, str] = {
     "add": "all", "add_any": "all", "sub": "all", "concatenate": "all",
     "neg": "all", "reshape": "all", "transpose": "all", "broadcast_in_dim": "all",
     "squeeze": "all", "reduce_sum": "all", "copy": "all", "slice": "all",
@@ -30,6 +43,8 @@ LINEAR: dict[str, str] = {
     "dot_general": "one", "mul": "one", "conv_general_dilated": "one",
     "div": "first", "dynamic_slice": "first", "gather": "first",
 }  # fmt: skip
+LINEAR: dict[str, Linear] = {name: Linear(mode) for name, mode in _LINEAR.items()}
+"""Primitives linear in their operands (a partial sum passes through unchanged), and how."""
 
 
 @dataclass
@@ -40,7 +55,7 @@ class Edge:
     rule: OpRule
     values: list[SSAValue]
     num_operands: int
-    linear: str | None = None
+    linear: Linear | None = None
 
 
 def identity_rule(

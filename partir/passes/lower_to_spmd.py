@@ -19,6 +19,7 @@ Each collective records the op and the user's source line it serves.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -331,6 +332,7 @@ class _Lowering:
             op, [ir.shape_of(t) for t in operand_types], [ir.shape_of(t) for t in result_types]
         )
         new = ir.PrimOp(op.primitive_name, operands, result_types, params, op.location)
+        new.attributes.update((k, a) for k, a in op.attributes.items() if k == "partir.mb")  # #16
         dst.add_op(new)
         for r, nr, lay in zip(op.outs, new.outs, results, strict=True):
             env[r] = (nr, lay)
@@ -340,6 +342,12 @@ class _Lowering:
     ) -> None:
         where = f"{op.primitive_name} at {location_of(op)}"
         layout = self._region_layouts(op, env)
+        stage = _pipeline_axis(op, self.prop)  # PipelinePartition (#16): backend/pipeline.py
+        if stage is not None:
+            nc, nk = op.params["num_consts"], op.params["num_carry"]
+            for v in [*list(op.args)[nc + nk :], *list(op.outs)[nk:]]:
+                lay = layout[v]  # the stacked layer dim stays on the stage axis: no gather
+                layout[v] = ir.Sharding(((stage,), *lay.dims[1:]), lay.partial, lay.reduction)
         operands = [
             self.reshard(
                 env[v][0],
@@ -359,6 +367,8 @@ class _Lowering:
             for r, lay in zip(op.outs, result_layouts, strict=True)
         ]
         new = type(op)(operands, result_types, regions, op.params, op.location)
+        if stage is not None:  # PipelinePartition (#16)
+            new.attributes["partir.pipeline"] = op.attributes["partir.pipeline"]
         dst.add_op(new)
         for r, nr, lay in zip(op.outs, new.outs, result_layouts, strict=True):
             env[r] = (nr, lay)
@@ -497,6 +507,17 @@ def _is_noop(op: ir.PrimOp) -> bool:
     return name in ("reshape", "copy", "squeeze", "broadcast_in_dim") or (
         name == "convert_element_type" and not op.params.find("weak_type", False)
     )
+
+
+def _pipeline_axis(op: Operation, prop: Propagator) -> str | None:
+    """The stage axis of a scan `PipelinePartition` marked and whose stacked operands this
+    plan tiles on it (dim 0), else None (a plan of a schedule prefix without it, say)."""
+    attr = op.attributes.get("partir.pipeline")
+    if not isinstance(attr, StringAttr) or not isinstance(op, ir.ScanOp):
+        return None
+    axis = json.loads(attr.data)["axis"]
+    xs = list(op.args)[op.params["num_consts"] + op.params["num_carry"] :]
+    return axis if xs and all(prop.dim_of(x, axis) == 0 for x in xs) else None
 
 
 def _terminator(block: Block) -> Operation:

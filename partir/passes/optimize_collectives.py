@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
@@ -34,10 +34,14 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 from xdsl.rewriter import InsertPoint
+from xdsl.transforms.common_subexpression_elimination import cse
 
 from partir import ir
 from partir.passes.localize import localize_params
 from partir.rules import get_rule
+
+WHY = "partir.why"
+"""The attribute saying what a collective converts (`ir.copy_why`)."""
 
 
 def _erase(op: Operation) -> None:
@@ -139,23 +143,20 @@ PATTERNS: tuple[RewritePattern, ...] = (
 
 
 def _merge_duplicates(module: ModuleOp) -> None:
-    """One collective per (value, kind, parameters): later copies reuse the first."""
-    seen: dict[tuple[object, ...], Operation] = {}
-    for op in list(module.walk()):
-        if not isinstance(op, ir.CollectiveOp):
-            continue
-        key = (
-            op.input,
-            op.name,
-            tuple(sorted((k, str(v)) for k, v in op.properties.items())),
-            op.result.type,
-        )
-        first = seen.get(key)
-        if first is None:
-            seen[key] = op
-        elif first.parent_block() is op.parent_block():
-            op.result.replace_all_uses_with(first.results[0])
-            _erase(op)
+    """One collective per (value, kind, parameters): later copies reuse the first.
+
+    xDSL's common-subexpression elimination does it (the collectives are `Pure`), blind
+    to ``partir.why``: two gathers of one value for different consumers say different
+    things about why, and are still one gather. The survivor keeps its own note.
+    """
+    whys: dict[Operation, Attribute] = {}
+    for op in module.walk():
+        if isinstance(op, ir.CollectiveOp) and WHY in op.attributes:
+            whys[op] = op.attributes.pop(WHY)
+    cse(module)
+    for op, why in whys.items():
+        if op.parent is not None:  # erased ops have no parent
+            op.attributes[WHY] = why
 
 
 def optimize_collectives(module: ModuleOp, in_layouts: Sequence[ir.Sharding] | None = None) -> None:

@@ -24,45 +24,24 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp
+from xdsl.dialects.shard import ReductionKind
 from xdsl.ir import Attribute, BlockArgument, Operation, OpResult, Region, SSAValue
 
 from partir import ir
-from partir.passes.edges import LINEAR, Edge, identity_rule, is_zero, location_of, region_groups
+from partir.passes.edges import (
+    LINEAR,
+    Edge,
+    Linear,
+    identity_rule,
+    is_zero,
+    location_of,
+    region_groups,
+)
+from partir.passes.state import Claim, Conflict, Misaligned, Origin, ShardingState
 from partir.rules import FactorKind, OpRule, get_rule
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Why a value holds an axis: the tactic that decided it, and through which op."""
-
-    tactic: int
-    """Index of the tactic in the schedule."""
-    op: Operation | None = None
-    """The op propagation went through; None for a seed."""
-    source: SSAValue | None = None
-    """The value the axis came from, across `op`; None for a seed."""
-    partial: bool = False
-    """The value became partial on the axis (a reduce factor or a linear op)."""
-
-
-@dataclass
-class Conflict:
-    """Tactics disagree about one op (or one input) on one mesh axis."""
-
-    axis: str
-    """The contested mesh axis."""
-    op: Operation | None
-    """The op where propagation stopped (None when an input was seeded twice)."""
-    claims: list[tuple[SSAValue, str, int]]
-    """The competing claims: (value, what it asks for, tactic index)."""
-    tactics: tuple[int, ...]
-    """The tactics behind the claims, in schedule order."""
-    location: str
-    """The user's source line of the op."""
 
 
 class Propagator:
@@ -72,19 +51,53 @@ class Propagator:
         self.module = module
         self.mesh = mesh
         self.sizes = mesh.sizes
-        self.dims: dict[SSAValue, list[list[str]]] = {}
-        self.partial: dict[SSAValue, list[str]] = {}
-        self.reduction: dict[SSAValue, str] = {}
-        self.pinned: set[tuple[SSAValue, str]] = set()
-        self._pinned_values: set[SSAValue] = set()
-        self.origin: dict[tuple[SSAValue, str], Origin] = {}
-        self.conflicts: list[Conflict] = []
-        self._conflict_keys: set[tuple[int, str]] = set()
-        self.barriers: collections.Counter[str] = collections.Counter()
-        self.visits = 0
-        """Edge visits so far: propagation work, linear in the program size."""
+        self.state = ShardingState()
+        """What propagation decided so far (`copy` snapshots it)."""
         self._edges: dict[SSAValue, list[Edge]] = collections.defaultdict(list)
         self._build_edges()
+
+    # The state's fields, read (and, by the engine, changed in place) through the
+    # propagator, as tactics, the search and plans have always read them.
+
+    @property
+    def dims(self) -> dict[SSAValue, list[list[str]]]:
+        """value -> per dimension, the mesh axes tiling it (major to minor)."""
+        return self.state.dims
+
+    @property
+    def partial(self) -> dict[SSAValue, list[str]]:
+        """value -> the axes it is a pending reduction over."""
+        return self.state.partial
+
+    @property
+    def reduction(self) -> dict[SSAValue, ReductionKind]:
+        """value -> the kind of its pending reduction (absent: sum)."""
+        return self.state.reduction
+
+    @property
+    def pinned(self) -> set[tuple[SSAValue, str]]:
+        """(value, axis) kept replicated."""
+        return self.state.pinned
+
+    @property
+    def origin(self) -> dict[tuple[SSAValue, str], Origin]:
+        """(value, axis) -> why the value holds the axis."""
+        return self.state.origin
+
+    @property
+    def conflicts(self) -> list[Conflict]:
+        """Every conflict recorded, in order."""
+        return self.state.conflicts
+
+    @property
+    def barriers(self) -> collections.Counter[str]:
+        """Primitives without a rule, by how many ops of them propagation cannot cross."""
+        return self.state.barriers
+
+    @property
+    def visits(self) -> int:
+        """Edge visits so far: propagation work, linear in the program size."""
+        return self.state.visits
 
     # -- structure -------------------------------------------------------------------
 
@@ -122,16 +135,7 @@ class Propagator:
         """
         new = Propagator.__new__(Propagator)
         new.module, new.mesh, new.sizes = self.module, self.mesh, self.sizes
-        new.dims = {v: [list(d) for d in dims] for v, dims in self.dims.items()}
-        new.partial = {v: list(axes) for v, axes in self.partial.items()}
-        new.reduction = dict(self.reduction)
-        new.pinned = set(self.pinned)
-        new._pinned_values = set(self._pinned_values)
-        new.origin = dict(self.origin)  # Origin is frozen: sharing the entries is safe
-        new.conflicts = list(self.conflicts)
-        new._conflict_keys = set(self._conflict_keys)
-        new.barriers = collections.Counter(self.barriers)
-        new.visits = self.visits
+        new.state = self.state.copy()
         new._edges = self._edges
         return new
 
@@ -149,7 +153,7 @@ class Propagator:
         return ir.Sharding(
             tuple(tuple(d) for d in dims) if dims else ((),) * rank,
             partial,
-            self.reduction.get(value, "sum"),
+            self.reduction.get(value, ReductionKind.SUM),
         )
 
     def axes_of(self, value: SSAValue) -> set[str]:
@@ -168,9 +172,7 @@ class Propagator:
 
     def is_decided(self, value: SSAValue) -> bool:
         """Whether any tactic decided something about `value` (an axis or a pin)."""
-        return (
-            value in self.dims or value in self.partial or any(v is value for v, _ in self.pinned)
-        )
+        return value in self.dims or value in self.partial or value in self.state.pinned_values
 
     # -- mutation ---------------------------------------------------------------------
 
@@ -181,7 +183,9 @@ class Propagator:
         dims[dim].append(axis)
         self.origin[(value, axis)] = origin
 
-    def _set_partial(self, value: SSAValue, axis: str, reduction: str, origin: Origin) -> None:
+    def _set_partial(
+        self, value: SSAValue, axis: str, reduction: ReductionKind, origin: Origin
+    ) -> None:
         self.partial.setdefault(value, []).append(axis)
         self.reduction[value] = reduction
         self.origin[(value, axis)] = origin
@@ -202,7 +206,7 @@ class Propagator:
             )
             return False
         self.pinned.add((value, axis))
-        self._pinned_values.add(value)
+        self.state.pinned_values.add(value)
         self.origin.setdefault((value, axis), Origin(tactic))
         return True
 
@@ -239,11 +243,11 @@ class Propagator:
         location: str,
     ) -> None:
         key = (id(op) if op is not None else id(claims[0][0]), axis)
-        if key in self._conflict_keys:
+        if key in self.state.conflict_keys:
             return
-        self._conflict_keys.add(key)
+        self.state.conflict_keys.add(key)
         tactics = tuple(sorted({t for _, _, t in claims}))
-        self.conflicts.append(Conflict(axis, op, claims, tactics, location))
+        self.conflicts.append(Conflict(axis, op, tuple(claims), tactics, location))
 
     # -- propagation -----------------------------------------------------------------
 
@@ -263,7 +267,7 @@ class Propagator:
         while queue:
             edge = queue.popleft()
             queued.discard(id(edge))
-            self.visits += 1
+            self.state.visits += 1
             for changed in self._visit(edge, axis, tactic):
                 enqueue(changed)
 
@@ -297,15 +301,15 @@ class Propagator:
         if not claims:
             return self._flow_partial(edge, axis, tactic, partial_idx)
         ((factor, holders),) = claims.items()
-        if factor.startswith("?") or edge.rule.kind(factor) is FactorKind.REPLICATE:
+        if isinstance(factor, Misaligned) or edge.rule.kind(factor) is FactorKind.REPLICATE:
             return []
         return self._carry(edge, axis, tactic, factor, edge.values[holders[0]])
 
-    def _claims(self, edge: Edge, axis: str) -> tuple[dict[str, list[int]], list[int]]:
-        """The factors the edge's values claim on `axis` (factor -> value indices; an
-        axis that fits no factor of its dim claims ``"?{i}"``), and the indices of the
+    def _claims(self, edge: Edge, axis: str) -> tuple[dict[Claim, list[int]], list[int]]:
+        """The factors the edge's values claim on `axis` (claim -> value indices; an
+        axis that fits no factor of its dim claims `Misaligned`), and the indices of the
         values that are pending sums over it."""
-        claims: dict[str, list[int]] = {}
+        claims: dict[Claim, list[int]] = {}
         partial_idx: list[int] = []
         for i, v in enumerate(edge.values):
             dims = self.dims.get(v)
@@ -315,7 +319,7 @@ class Propagator:
                         tdims = self._tensor_dims(edge, i)
                         before = self._product(axes[: axes.index(axis)])
                         f = self._factor_at(edge.rule, tdims[d], before, self.sizes[axis])
-                        claims.setdefault(f if f is not None else f"?{i}", []).append(i)
+                        claims.setdefault(f if f is not None else Misaligned(i), []).append(i)
                         break
             if axis in self.partial.get(v, ()):
                 partial_idx.append(i)
@@ -338,7 +342,10 @@ class Propagator:
                 if reduce and i >= edge.num_operands and self._can_hold(v, axis):
                     if all(self._safe_whole(edge, j, axis) for j in range(edge.num_operands)):
                         self._set_partial(
-                            v, axis, rule.reduction, Origin(origin.tactic, edge.op, source, True)
+                            v,
+                            axis,
+                            ReductionKind(rule.reduction),
+                            Origin(origin.tactic, edge.op, source, True),
                         )
                         changed.append(v)
                 continue
@@ -391,7 +398,8 @@ class Propagator:
         ):
             return []
         operands = edge.values[: edge.num_operands]
-        if any(self.reduction.get(operands[i], "sum") != "sum" for i in partial_idx):
+        kinds = {self.reduction.get(operands[i], ReductionKind.SUM) for i in partial_idx}
+        if kinds != {ReductionKind.SUM}:
             return []
         # A partial sum with several consumers is reduced once, where it is made: carried
         # into each consumer it would be reduced once per path instead.
@@ -399,11 +407,11 @@ class Propagator:
             return []
         mode = edge.linear
         # x + c is not a sum of (shard + c): every operand of an "all" op must be partial
-        if mode == "all" and set(partial_idx) != set(range(len(operands))):
+        if mode is Linear.ALL and set(partial_idx) != set(range(len(operands))):
             return []
-        if mode == "one" and len(partial_idx) != 1:
+        if mode is Linear.ONE and len(partial_idx) != 1:
             return []
-        if mode == "first" and partial_idx != [0]:
+        if mode is Linear.FIRST and partial_idx != [0]:
             return []
         source = operands[partial_idx[0]]
         src_origin = self.origin.get((source, axis))
@@ -411,20 +419,20 @@ class Propagator:
         changed = []
         for v in edge.values[edge.num_operands :]:
             if self._can_hold(v, axis):
-                self._set_partial(v, axis, "sum", origin)
+                self._set_partial(v, axis, ReductionKind.SUM, origin)
                 changed.append(v)
         return changed
 
-    def _conflict(self, edge: Edge, axis: str, claims: dict[str, list[int]]) -> None:
+    def _conflict(self, edge: Edge, axis: str, claims: dict[Claim, list[int]]) -> None:
         out = []
         for factor, holders in claims.items():
             for i in holders:
                 v = edge.values[i]
                 d = self.dim_of(v, axis)
                 what = (
-                    f"factor {factor} (dim {d})"
-                    if not factor.startswith("?")
-                    else f"dim {d} (misaligned)"
+                    f"dim {d} (misaligned)"
+                    if isinstance(factor, Misaligned)
+                    else f"factor {factor} (dim {d})"
                 )
                 out.append((v, what, self.origin.get((v, axis), Origin(-1)).tactic))
         self._record(axis, edge.op, out, location_of(edge.op))
@@ -478,7 +486,7 @@ class Propagator:
         return ir.Sharding(
             tuple(tuple(d) for d in new),
             tuple(self.partial.get(value, ())),
-            self.reduction.get(value, "sum"),
+            self.reduction.get(value, ReductionKind.SUM),
         )
 
     # -- reading back ----------------------------------------------------------------

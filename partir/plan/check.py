@@ -40,14 +40,22 @@ departed from the plan.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from partir import ir
+from partir.backend.annotate import SCOPE_PREFIX, op_numbers
 from partir.backend.hlo import CompiledCollective, collectives_on_mesh
+from partir.backend.jax_compat import compile_by_xla
 from partir.plan.check_records import (
     EQUIVALENCES as EQUIVALENCES,
 )
@@ -55,16 +63,21 @@ from partir.plan.check_records import (
     FOUND_FORMS as FOUND_FORMS,
 )
 from partir.plan.check_records import (
+    REMAT_MARKER,
     Axes,
     Buffer,
     Key,
     Match,
     Missing,
+    Origin,
+    Remat,
     Row,
     _axes_text,
     _hlo_dtype,
     _planned_text,
     buffers_of,
+    hlo_frames,
+    hlo_metadata,
 )
 
 
@@ -82,6 +95,12 @@ class CompiledCheck:
         missing: planned collectives not in the compiled HLO, with a hint.
         extra: compiled buffers no planned collective accounts for.
         rows: totals per ``(kind, axes)``, planned kinds first.
+        origins: compiled collective instruction name -> the plan's op, value and source
+            line it was made for (`Origin`); empty when the HLO text was not read.
+        remats: XLA's "involuntary full rematerialization" warnings while compiling, each
+            with the value and line it hit (empty when the compilation was not watched).
+        from_cache: one of JAX's compilation caches (in memory, or on disk) supplied the
+            program, so XLA did not compile it and logged nothing: `remats` was not read.
     """
 
     mode: str
@@ -92,6 +111,21 @@ class CompiledCheck:
     missing: list[Missing]
     extra: list[Buffer]
     rows: list[Row]
+    origins: dict[str, Origin] = field(default_factory=dict)
+    remats: list[Remat] = field(default_factory=list)
+    from_cache: bool = False
+
+    def origin(self, buffer: Buffer) -> Origin | None:
+        """The plan's op a compiled buffer was made for, or None."""
+        return self.origins.get(buffer.instruction)
+
+    def compiled_at(self, source: str) -> list[CompiledCollective]:
+        """The compiled collectives made for plan ops at the user's line `source`."""
+        return [
+            c
+            for c in self.compiled
+            if c.name in self.origins and self.origins[c.name].source == source
+        ]
 
     @property
     def all_planned_found(self) -> bool:
@@ -133,6 +167,8 @@ class CompiledCheck:
             parts.append(f"{len(self.missing)} planned collectives missing")
         if self.extra:
             parts.append(f"{len(self.extra)} extra compiled buffers")
+        if self.remats:
+            parts.append(f"{len(self.remats)} involuntary full rematerializations")
         return "; ".join(parts)
 
     def __str__(self) -> str:
@@ -188,12 +224,32 @@ class CompiledCheck:
                     f"  {p.kind} over {_axes_text(p.axes)} {_planned_text(p)} ({p.bytes:,} B) "
                     f"for {p.reason or p.source}: {m.hint}"
                 )
+                out.append(f"    compiled at {p.source}: {self._compiled_at_text(p.source)}")
         if self.extra:
             out.append("extra (compiled, not planned):")
-            for (kind, axes, text, nbytes), n in _extra_groups(self.extra).items():
-                times = f"{n} x " if n > 1 else ""
-                out.append(f"  {times}{kind} over {_axes_text(axes)} {text} ({nbytes:,} B)")
+            for b in self.extra:
+                where = self.origin(b)
+                out.append(
+                    f"  {b.kind} over {_axes_text(b.axes)} {b.dtype}{list(b.shape)} "
+                    f"({b.bytes:,} B, buffer {b.index + 1}/{b.buffers} of "
+                    + (f"{where})" if where is not None else f"%{b.instruction})")
+                )
+        if self.remats:
+            out.append("involuntary full rematerializations (XLA's warnings):")
+            out += [f"  {r}" for r in self.remats]
+        if self.from_cache:
+            out.append(
+                "XLA's remat warnings not read: JAX's compilation cache had the program, so "
+                "XLA did not compile it (check in a fresh process without "
+                "jax_compilation_cache_dir to see them)"
+            )
         return "\n".join(out)
+
+    def _compiled_at_text(self, source: str) -> str:
+        there = self.compiled_at(source)
+        if not there:
+            return "no collective"
+        return ", ".join(f"%{c.name} ({c.kind} over {_axes_text(c.axes)})" for c in there)
 
     def to_dict(self, details: bool = True) -> dict[str, Any]:
         """JSON-ready summary: verdict flags, `rows`, `missing`, `extra`, and (with `details`)
@@ -207,27 +263,37 @@ class CompiledCheck:
             "verdict": self.verdict(),
             "equivalences": self.equivalences,
             "rows": [r.to_dict() for r in self.rows],
-            "missing": [m.to_dict() for m in self.missing],
+            "missing": [
+                {
+                    **m.to_dict(),
+                    "compiled_at_source": [c.name for c in self.compiled_at(m.planned.source)],
+                }
+                for m in self.missing
+            ],
             "extra": [
                 {
                     "kind": kind,
                     "axes": None if axes is None else list(axes),
                     "type": text,
                     "bytes": nbytes,
-                    "count": n,
+                    "count": len(named),
+                    "at": [str(o) if o else f"%{b.instruction}" for b, o in named],
                 }
-                for (kind, axes, text, nbytes), n in _extra_groups(self.extra).items()
+                for (kind, axes, text, nbytes), named in self._named_extra().items()
             ],
+            "remats": [r.to_dict() for r in self.remats],
+            "from_cache": self.from_cache,
         }
         if details:
             out["matched"] = [m.to_dict() for m in self.matched]
         return out
 
-
-def _extra_groups(extra: Iterable[Buffer]) -> dict[tuple[str, Axes, str, int], int]:
-    return dict(
-        collections.Counter((b.kind, b.axes, f"{b.dtype}{list(b.shape)}", b.bytes) for b in extra)
-    )
+    def _named_extra(self) -> dict[tuple[str, Axes, str, int], list[tuple[Buffer, Origin | None]]]:
+        groups: dict[tuple[str, Axes, str, int], list[tuple[Buffer, Origin | None]]] = {}
+        for b in self.extra:
+            key = (b.kind, b.axes, f"{b.dtype}{list(b.shape)}", b.bytes)
+            groups.setdefault(key, []).append((b, self.origin(b)))
+        return groups
 
 
 def compare(
@@ -391,22 +457,138 @@ def _rows(
     )
 
 
-def check_compiled(plan: Any, compiled: Any = None) -> CompiledCheck:
+@contextlib.contextmanager
+def _watched_stderr() -> Iterator[list[str]]:
+    """Collect what is written to file descriptor 2 (XLA's C++ log) inside the block, and
+    write it on to the real stderr afterwards, so the user still sees it."""
+    got: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield got
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            got.append(text)
+            if text:
+                sys.stderr.write(text)
+
+
+def compile_watched(plan: Any) -> tuple[Any, str | None]:
+    """``plan.lower().compile()`` and what XLA logged meanwhile (its remat warnings); None
+    for the log when one of JAX's compilation caches had the program and XLA did not run."""
+    with _watched_stderr() as log:
+        compiled, compiled_now = compile_by_xla(plan.lower())
+    return compiled, "".join(log) if compiled_now else None
+
+
+_OUTSIDE = ("/jax/", "/jaxlib/", "/partir/backend/", "/partir/api/", "/partir/plan/")
+
+
+def _plan_ops(plan: Any) -> dict[int, Any]:
+    program = getattr(plan, "program", None)
+    if program is None:
+        return {}
+    return {k: op for op, k in op_numbers(program.module).items()}
+
+
+def _origin(
+    plan: Any,
+    name: str,
+    op_name: str,
+    frame: int | None,
+    ops: dict[int, Any],
+    frames: dict[int, list[tuple[str, int, str]]],
+) -> Origin:
+    tags = re.findall(rf"{SCOPE_PREFIX}(\d+)", op_name)
+    op = ops.get(int(tags[-1])) if tags else None
+    if op is not None:
+        kind = getattr(op, "primitive_name", op.name)
+        made = f" {op.results[0].type}" if op.results else ""
+        return Origin(name, op_name, ir.location_of(op), f"{kind}{made}")
+    leaf = re.fullmatch(r"leaves\[(\d+)\]", op_name)
+    paths = list(getattr(getattr(plan, "program", None), "input_paths", []) or [])
+    if leaf is not None and int(leaf.group(1)) < len(paths):
+        # XLA names a collective on an argument of the emitted function by that argument:
+        # a parameter gathered where its consumers are, not at any one op
+        return Origin(name, op_name, "the function's inputs", f"input {paths[int(leaf[1])]}")
+    for file, line, function in frames.get(frame, []) if frame is not None else []:
+        if not any(part in file for part in _OUTSIDE):
+            return Origin(name, op_name, f"{file}:{line} ({function})", "")
+    return Origin(name, op_name, "unknown", "")
+
+
+def name_compiled(
+    plan: Any, text: str, compiled: Iterable[CompiledCollective]
+) -> dict[str, Origin]:
+    """Compiled collective instruction name -> the plan's op it was made for (`Origin`)."""
+    meta = hlo_metadata(text)
+    frames = hlo_frames(text)
+    ops = _plan_ops(plan)
+    out = {}
+    for c in compiled:
+        op_name, frame = meta.get(c.name, ("", None))
+        out[c.name] = _origin(plan, c.name, op_name, frame, ops, frames)
+    return out
+
+
+def remats_in(plan: Any, log: str, text: str = "") -> list[Remat]:
+    """XLA's "involuntary full rematerialization" warnings in a compile `log`, each named
+    with the plan's op (value and source line) of the instruction it hit."""
+    frames = hlo_frames(text) if text else {}
+    ops = _plan_ops(plan)
+    out = []
+    for line in log.splitlines():
+        if REMAT_MARKER not in line:
+            continue
+        meta = re.search(r"op_name=\"([^\"]*)\"", line)
+        instr = re.search(r"%([\w.\-]+)\s*=", line)
+        frame = re.search(r"stack_frame_id=(\d+)", line)
+        origin = None
+        if meta or instr:
+            origin = _origin(
+                plan,
+                instr.group(1) if instr else "?",
+                meta.group(1) if meta else "",
+                int(frame.group(1)) if frame else None,
+                ops,
+                frames,
+            )
+        out.append(Remat(line.strip()[:400], origin))
+    return out
+
+
+def check_compiled(plan: Any, compiled: Any = None, log: str | None = None) -> CompiledCheck:
     """Compile what calling `plan` runs and compare XLA's collectives with the plan's.
 
     Args:
         plan: a `partir.Plan` (anything with ``mesh``, ``mode``, ``lower()`` and
             ``collectives()``).
         compiled: the already compiled program (``plan.lower().compile()``) or its HLO text, to
-            skip compiling again; default: compile it here.
+            skip compiling again; default: compile it here, watching XLA's log.
+        log: what XLA logged while compiling `compiled` (`compile_watched`), read for its
+            "involuntary full rematerialization" warnings.
 
     Returns:
-        A `CompiledCheck`; ``print`` it for the table, ``to_dict()`` for JSON.
+        A `CompiledCheck`; ``print`` it for the table, ``to_dict()`` for JSON. Each missing
+        and extra collective is named with its HLO instruction and the plan's op (value and
+        source line) it was made for, and each remat warning with the value it hit.
     """
+    from_cache = False
     if compiled is None:
-        compiled = plan.lower().compile()
+        compiled, log = compile_watched(plan)
+        from_cache = log is None
     text = compiled if isinstance(compiled, str) else compiled.as_text()
     mesh = plan.mesh
     found = collectives_on_mesh(text, mesh)
     shape = dict(zip(mesh.axis_names, np.asarray(mesh.devices).shape, strict=True))
-    return compare(plan.collectives(), found, shape, getattr(plan, "mode", "?"))
+    check = compare(plan.collectives(), found, shape, getattr(plan, "mode", "?"))
+    check.origins = name_compiled(plan, text, found)
+    check.remats = remats_in(plan, log or "", text)
+    check.from_cache = from_cache
+    return check

@@ -235,3 +235,127 @@ class Row:
             "extra": self.extra,
             "status": self.status,
         }
+
+
+# ---------------------------------------------------------------------------------------
+# Naming: which op of the plan a compiled instruction was made for
+# ---------------------------------------------------------------------------------------
+
+REMAT_MARKER = "Involuntary full rematerialization"
+"""The text XLA's SPMD partitioner logs when it can reach a layout only by replicating the
+whole tensor and slicing it again (``[SPMD] Involuntary full rematerialization. The compiler
+cannot go from sharding ...``)."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a compiled instruction comes from, in the plan's terms.
+
+    Attributes:
+        hlo_op: the HLO instruction's name (``all-reduce.3``).
+        op_name: its ``op_name`` metadata (``jit(run)/partir_op57/dot_general``).
+        source: the user's source line of the plan's op it was made for (annotate mode names
+            each op with `partir.backend.annotate.SCOPE_PREFIX`), else the innermost frame
+            of the HLO's own stack trace outside JAX and partir, else ``unknown``.
+        value: the plan's value that op makes (``dot_general f32[8,16,32]``), or ``""`` when
+            the instruction names no op of the plan.
+    """
+
+    hlo_op: str
+    op_name: str
+    source: str
+    value: str
+
+    def __str__(self) -> str:
+        what = f" for {self.value}" if self.value else ""
+        return f"%{self.hlo_op}{what} at {self.source}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {
+            "hlo_op": self.hlo_op,
+            "op_name": self.op_name,
+            "source": self.source,
+            "value": self.value,
+        }
+
+
+@dataclass(frozen=True)
+class Remat:
+    """One "involuntary full rematerialization" XLA logged while compiling.
+
+    Attributes:
+        message: XLA's log line (shortened to its first 400 characters).
+        origin: the instruction it hit, named as `Origin`, or None when the line names none.
+    """
+
+    message: str
+    origin: Origin | None
+
+    def __str__(self) -> str:
+        where = str(self.origin) if self.origin is not None else "an unnamed instruction"
+        return f"involuntary full rematerialization of {where}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {
+            "message": self.message,
+            "origin": None if self.origin is None else self.origin.to_dict(),
+        }
+
+
+_INSTRUCTION = re.compile(
+    r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?metadata=\{op_name=\"([^\"]*)\"([^}]*)\}", re.M
+)
+_FRAME_ID = re.compile(r"stack_frame_id=(\d+)")
+
+
+def hlo_metadata(text: str) -> dict[str, tuple[str, int | None]]:
+    """HLO instruction name -> (its ``op_name``, its ``stack_frame_id`` or None)."""
+    out: dict[str, tuple[str, int | None]] = {}
+    for m in _INSTRUCTION.finditer(text):
+        frame = _FRAME_ID.search(m.group(3))
+        out[m.group(1)] = (m.group(2), int(frame.group(1)) if frame else None)
+    return out
+
+
+def _section(text: str, name: str) -> dict[int, str]:
+    """The ``<id> <body>`` lines of a stack-trace table at the top of compiled HLO text."""
+    out: dict[int, str] = {}
+    start = re.search(rf"^{name}\n", text, re.M)
+    if start is None:
+        return out
+    for line in text[start.end() :].splitlines():
+        m = re.match(r"(\d+) (.*)", line)
+        if m is None:
+            break
+        out[int(m.group(1))] = m.group(2)
+    return out
+
+
+def hlo_frames(text: str) -> dict[int, list[tuple[str, int, str]]]:
+    """Stack frame id -> its (file, line, function) frames, innermost first, from the
+    ``FileNames`` / ``FunctionNames`` / ``FileLocations`` / ``StackFrames`` tables."""
+    files = {k: v.strip('"') for k, v in _section(text, "FileNames").items()}
+    functions = {k: v.strip('"') for k, v in _section(text, "FunctionNames").items()}
+    locations = {}
+    for k, v in _section(text, "FileLocations").items():
+        f = re.search(r"file_name_id=(\d+) function_name_id=(\d+) line=(\d+)", v)
+        if f:
+            locations[k] = (files.get(int(f[1]), "?"), int(f[3]), functions.get(int(f[2]), "?"))
+    frames = {}
+    for k, v in _section(text, "StackFrames").items():
+        f = re.search(r"file_location_id=(\d+) parent_frame_id=(\d+)", v)
+        if f:
+            frames[k] = (int(f[1]), int(f[2]))
+    out: dict[int, list[tuple[str, int, str]]] = {}
+    for k in frames:
+        chain, seen, at = [], set(), k
+        while at in frames and at not in seen:
+            seen.add(at)
+            loc, parent = frames[at]
+            if loc in locations:
+                chain.append(locations[loc])
+            at = parent
+        out[k] = chain
+    return out

@@ -13,6 +13,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import BlockArgument, Operation, OpResult, SSAValue
 
 from partir import ir
+from partir.backend import pipeline
 from partir.ir.locations import library_location_of, location_of
 from partir.utils.html import render_html
 
@@ -111,10 +112,13 @@ def collective_table(
         kind = KINDS.get(op.name)
         if isinstance(op, ir.PrimOp) and op.primitive_name == "shard_map":
             table += _region_collectives(op)
+        if pipeline.is_pipelined(op):  # PipelinePartition's loop (#16, backend/pipeline.py)
+            loop = pipeline.loop_collectives(op)  # type: ignore[arg-type]
+            table += [Collective(*c[:5], location_of(op), c[5]) for c in loop]
         if kind is None:
             continue
         assert isinstance(op, ir.CollectiveOp)
-        shape = ir.shape_of(op.result.type)
+        shape = pipeline.microbatch_shape(op) or ir.shape_of(op.result.type)  # #16
         dtype = ir.dtype_of(op.result.type)
         n = 1
         for s in shape:

@@ -5,34 +5,43 @@ layer dim) is split into contiguous groups of L / (P * R) layers, one group per 
 the P devices of the stage axis (R > 1: circular, stage s holding chunks s, s + P, ...),
 and the batch into M microbatches (docs/pipeline.md).
 
-Status: the tactic validates its arguments against the program and records a
-`PipelineSpec` (``plan.pipeline``) that the simulator and the search read. It does not yet
-rewrite the scan into a pipelined loop: the layer weights stay replicated on the stage
-axis, so the plan computes the unpartitioned function and says so in its record's notes.
+The tactic validates its arguments against the program, records a `PipelineSpec` that
+the simulator and the search read, seeds every stacked operand and result of the layer
+scans on dim 0 over the stage axis (each stage keeps its layers' weights, residuals and
+gradients), and marks each such scan for the backend (`partir/backend/pipeline.py`): the
+scan op gets a ``partir.pipeline`` attribute classifying its block arguments and yields
+(batch dim, invariant, accumulated) and each body op a ``partir.mb`` attribute naming its
+results' batch dims, found by propagating the batch on a throw-away virtual mesh axis.
 """
 
 from __future__ import annotations
 
-import warnings
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import SSAValue
 
 from partir import ir
 from partir.errors import DimensionError, SelectorError, TacticError, UnknownAxisError
+from partir.ir.locations import location_of
+from partir.passes.propagate import Propagator
 from partir.tactics.manual import TacticContext, TacticRecord, no_match_message
 from partir.tactics.selectors import select
 
 SCHEDULES = ("gpipe", "circular")
 """The schedules `PipelinePartition` accepts."""
 
-NOT_EMITTED = (
-    "PipelinePartition: the pipelined loop is not emitted yet; the layer weights stay "
-    "replicated on {axis!r} and each stage runs every layer (the plan's pipeline spec is "
-    "what the simulator and search read)."
-)
+PIPELINE_ATTR = "partir.pipeline"
+"""Scan-op attribute (JSON) the backend runs as a pipelined loop (`backend/pipeline.py`)."""
+MB_ATTR = "partir.mb"
+"""Body-op attribute (JSON list): per result, its batch dim, or -1 (no batch dim)."""
+INVARIANT, ACCUMULATED = -1, -2
+"""Classes of a pipelined scan's block argument or yield that have no batch dim: the same
+for every microbatch, or a per-layer sum over the microbatches (a weight gradient)."""
+_VIRTUAL = "__microbatch__"  # the throw-away axis the batch is propagated on
 
 
 @dataclass(frozen=True)
@@ -140,14 +149,39 @@ class PipelinePartition:
                 f"x {self.repeats} repeats. Choose a stage axis size and repeats whose "
                 f"product divides {n_layers}."
             )
-        self._check_microbatches(ctx, chosen)
+        scans = self._check_microbatches(ctx, chosen)
+        if self.schedule == "circular" and self.microbatches < stages:
+            raise TacticError(
+                f"{self!r}: the circular schedule needs microbatches >= stages ({stages} on "
+                f"{self.axis!r}): a microbatch re-enters stage 0 only after every stage "
+                "has started one. Raise microbatches or use schedule='gpipe'."
+            )
         spec = PipelineSpec(
             self.axis, stages, self.microbatches, self.schedule, self.repeats, n_layers
         )
-        note = NOT_EMITTED.format(axis=self.axis)
-        # Never silent: the program still runs every layer on every stage.
-        warnings.warn(note, stacklevel=4)
-        return PipelineRecord(index, self, [], [], notes=[note], spec=spec)
+        classes = _classify(prop, scans, self.microbatches, self)
+        before = len(prop.conflicts)
+        seeds = []
+        for scan in scans:
+            scan.attributes[PIPELINE_ATTR] = StringAttr(
+                json.dumps({**spec.__dict__, **classes[id(scan)]})
+            )
+            nc, nk = scan.params["num_consts"], scan.params["num_carry"]
+            stacked = [*list(scan.args)[nc + nk :], *list(scan.outs)[nk:]]
+            for value in stacked:
+                if ir.shape_of(value.type)[:1] == (n_layers,) and prop.seed(
+                    value, 0, self.axis, index
+                ):
+                    seeds.append(value)
+        prop.propagate(self.axis, index, seeds)
+        chosen_dims: list[tuple[str, int | None]] = [(ctx.label(i), 0) for i in chosen]
+        note = (
+            f"{len(scans)} scan(s) pipelined over {self.axis!r}: {spec.layers_per_stage} "
+            f"layers per stage, {self.microbatches} microbatches, {self.schedule}"
+        )
+        return PipelineRecord(
+            index, self, chosen_dims, prop.conflicts[before:], notes=[note], spec=spec
+        )
 
     def _layer_count(self, ctx: TacticContext, chosen: list[int]) -> int:
         """L, the leading dim every selected leaf shares."""
@@ -168,7 +202,7 @@ class PipelinePartition:
             )
         return next(iter(counts))
 
-    def _check_microbatches(self, ctx: TacticContext, chosen: list[int]) -> None:
+    def _check_microbatches(self, ctx: TacticContext, chosen: list[int]) -> list[ir.ScanOp]:
         """Each scan consuming the layers must carry a batch dim 0 divisible by M."""
         scans = _consuming_scans([ctx.value(i) for i in chosen])
         if not scans:
@@ -187,6 +221,7 @@ class PipelinePartition:
                         f"0 ({shape[0]}) does not divide into {self.microbatches} "
                         f"microbatches. Choose microbatches dividing {shape[0]}."
                     )
+        return scans
 
 
 def _consuming_scans(values: list[SSAValue]) -> list[ir.ScanOp]:
@@ -200,3 +235,68 @@ def _consuming_scans(values: list[SSAValue]) -> list[ir.ScanOp]:
                 if use.index >= nc + nk:
                     out[id(op)] = op
     return list(out.values())
+
+
+def _classify(
+    prop: Propagator, scans: list[ir.ScanOp], microbatches: int, tactic: PipelinePartition
+) -> dict[int, dict[str, list[int]]]:
+    """Per scan: the batch dim of each block argument and yield (or INVARIANT/ACCUMULATED),
+    and on each body op its results' batch dims (the ``partir.mb`` attribute).
+
+    Splitting the batch into microbatches is data parallelism over a virtual axis of size
+    M: the carries' dim 0 is seeded on it in a throw-away `Propagator` and what propagation
+    decides is the classification (tiled: the batch dim; partial: a per-microbatch sum to
+    accumulate; neither: the same for every microbatch)."""
+    virtual = Propagator(prop.module, ir.MeshAttr(((_VIRTUAL, microbatches),)))
+    seeds = []
+    for scan in scans:
+        nc, nk = scan.params["num_consts"], scan.params["num_carry"]
+        for carry in list(scan.args)[nc : nc + nk]:
+            if virtual.seed(carry, 0, _VIRTUAL, 0):
+                seeds.append(carry)
+    virtual.propagate(_VIRTUAL, 0, seeds)
+
+    def cls(value: SSAValue) -> int:
+        dim = virtual.dim_of(value, _VIRTUAL)
+        if dim is not None:
+            return dim
+        return ACCUMULATED if _VIRTUAL in virtual.partial.get(value, ()) else INVARIANT
+
+    out: dict[int, dict[str, list[int]]] = {}
+    for scan in scans:
+        where = location_of(scan)
+        body = scan.bodies[0].block
+        nc, nk = scan.params["num_consts"], scan.params["num_carry"]
+        args = [cls(a) for a in body.args]
+        yields = [cls(v) for v in body.last_op.operands]  # type: ignore[union-attr]
+        for k in range(nk):
+            if args[nc + k] < 0 or yields[k] != args[nc + k]:
+                raise TacticError(
+                    f"{tactic!r}: carry {k} of the layers' scan at {where} does not carry "
+                    "the batch through every layer (it is the same for every microbatch or "
+                    "a sum over them), which the pipelined loop cannot split. Pipeline a "
+                    "scan whose carries are activations (docs/pipeline.md)."
+                )
+        if ACCUMULATED in args:
+            raise TacticError(
+                f"{tactic!r}: an operand of the layers' scan at {where} is a pending sum "
+                "over the batch; the pipelined loop cannot split it into microbatches."
+            )
+        for op in body.ops:
+            if isinstance(op, ir.RegionPrimOp):
+                raise TacticError(
+                    f"{tactic!r}: the layers' scan at {where} has a nested {op.name} in its "
+                    "body (a remat or loop); the pipelined loop runs flat layer bodies only "
+                    "(docs/pipeline.md). Remove jax.checkpoint around the block."
+                )
+            if isinstance(op, ir.PrimOp | ir.ConstantOp):
+                op.attributes[MB_ATTR] = StringAttr(
+                    json.dumps([max(cls(r), -1) for r in op.results])
+                )
+        if any(c.op is not None and c.op.parent_op() is scan for c in virtual.conflicts):
+            raise TacticError(
+                f"{tactic!r}: the layers' scan at {where} mixes examples of the batch "
+                "(its body reduces over the batch dim), so it cannot run per microbatch."
+            )
+        out[id(scan)] = {"args": args, "yields": yields}
+    return out

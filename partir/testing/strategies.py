@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -205,6 +205,32 @@ def _aim_scatter_add(draw: Draw, pool: Pool):
     return (a,), {"coef": coef, "shift": shift}, apply
 
 
+def _per_square_dim(draw: Draw, pool: Pool, term: Callable[[Any, int], Any]):
+    """An op applying ``term(x, d)`` for every dim d of a drawn x small enough for an N x N
+    intermediate, averaging the terms; `_aim_product` when no dim is small enough."""
+    a, shape = _operand(draw, pool, min_rank=1)
+    dims = tuple(d for d, n in enumerate(shape) if n <= _SQUARE_MAX)
+    if not dims:
+        return _aim_product(draw, pool)
+
+    def apply(x, *, dims):
+        terms = [term(x, d) for d in dims]
+        return sum(terms[1:], terms[0]) * (1 / len(terms))
+
+    return (a,), {"dims": dims}, apply
+
+
+def _split_reduce_term(x, d):
+    n = x.shape[d]
+    xd = lax.reshape(lax.transpose(x, (d, *_all_but(x, d))), (n, x.size // n))
+    v = lax.reduce_sum(xd, (1,)) * (1 / xd.shape[1])
+    big = lax.broadcast_in_dim(v, (n, n), (0,))
+    p = lax.dot_general(xd * (1 / n), big, (((0,), (0,)), ((), ())))
+    tiled = p * lax.broadcast_in_dim(v, p.shape, (1,))
+    summed = lax.reduce_sum(p, (1,)) * (1 / n)
+    return (_mean_all(tiled) + _mean_all(summed)) * 0.5
+
+
 @register_op("aim_split_reduce", primitives=())  # falls back to aim_product
 def _aim_split_reduce(draw: Draw, pool: Pool):
     """For every dim d of x (size N, moved first and the rest flattened: X is N x R): the
@@ -212,26 +238,14 @@ def _aim_split_reduce(draw: Draw, pool: Pool):
     like v, ``P * v``, and summed over that dim, ``mean_1(P)``: a reduced value feeding both a
     tiled use and a reduction over the tiled dim, which the collective optimizer splits into
     reduce_scatter + all_reduce. The result is the mean over d of both uses' means."""
-    a, shape = _operand(draw, pool, min_rank=1)
-    # an N x N intermediate per dim: only dims small enough for it
-    dims = tuple(d for d, n in enumerate(shape) if n <= _SQUARE_MAX)
-    if not dims:
-        return _aim_product(draw, pool)
+    return _per_square_dim(draw, pool, _split_reduce_term)
 
-    def apply(x, *, dims):
-        terms = []
-        for d in dims:
-            n = x.shape[d]
-            xd = lax.reshape(lax.transpose(x, (d, *_all_but(x, d))), (n, x.size // n))
-            v = lax.reduce_sum(xd, (1,)) * (1 / xd.shape[1])
-            big = lax.broadcast_in_dim(v, (n, n), (0,))
-            p = lax.dot_general(xd * (1 / n), big, (((0,), (0,)), ((), ())))
-            tiled = p * lax.broadcast_in_dim(v, p.shape, (1,))
-            summed = lax.reduce_sum(p, (1,)) * (1 / n)
-            terms.append((_mean_all(tiled) + _mean_all(summed)) * 0.5)
-        return sum(terms[1:], terms[0]) * (1 / len(terms))
 
-    return (a,), {"dims": dims}, apply
+def _outer_term(x, d):
+    n = x.shape[d]
+    v = lax.reduce_sum(x, _all_but(x, d)) * (1 / (x.size // n))
+    outer = lax.broadcast_in_dim(v, (n, n), (0,)) * lax.broadcast_in_dim(lax.sin(v), (n, n), (1,))
+    return _mean_all(outer)
 
 
 @register_op("aim_outer", primitives=())  # falls back to aim_product
@@ -239,24 +253,7 @@ def _aim_outer(draw: Draw, pool: Pool):
     """For every dim d of x: the outer product of v (x's means over the other dims) with sin(v),
     whose two operands hold a sharded d's axis on different dims (a conflict the plan must
     record and resolve); the result is the mean over d of the products' means."""
-    a, shape = _operand(draw, pool, min_rank=1)
-    # an N x N intermediate per dim: only dims small enough for it
-    dims = tuple(d for d, n in enumerate(shape) if n <= _SQUARE_MAX)
-    if not dims:
-        return _aim_product(draw, pool)
-
-    def apply(x, *, dims):
-        terms = []
-        for d in dims:
-            n = x.shape[d]
-            v = lax.reduce_sum(x, _all_but(x, d)) * (1 / (x.size // n))
-            outer = lax.broadcast_in_dim(v, (n, n), (0,)) * lax.broadcast_in_dim(
-                lax.sin(v), (n, n), (1,)
-            )
-            terms.append(_mean_all(outer))
-        return sum(terms[1:], terms[0]) * (1 / len(terms))
-
-    return (a,), {"dims": dims}, apply
+    return _per_square_dim(draw, pool, _outer_term)
 
 
 # ------------------------------------------------------------------ strategies

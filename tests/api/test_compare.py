@@ -1,8 +1,6 @@
 """`partir.compare`: its table is what separate `partition(...).plan(...).simulate(hw)` give."""
 
-import jax
 import pytest
-from jax.sharding import AxisType
 
 import partir
 from partir.errors import TacticError
@@ -17,11 +15,6 @@ HARDWARE = ("tpu-v5p", "h100")
 @pytest.fixture(scope="module")
 def gpt():
     return models.get("gpt", abstract=True, layers=2)
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    return jax.make_mesh((4, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import pytest
-from jax.sharding import AxisType
 
 import partir
 from partir.errors import (
@@ -17,11 +16,6 @@ from partir.errors import (
     TacticError,
     UnknownAxisError,
 )
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    return jax.make_mesh((4, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
 
 
 def loss(params, x):

@@ -22,6 +22,9 @@ CASES = [
     if schedules.applicable(model, name)
     for mesh in MESHES
     for mode in ("annotate", "spmd")
+    # annotate mode hands the same constraints to XLA on both 2-axis meshes; spmd mode, whose
+    # collectives partir lowers itself, runs on both
+    if not (mode == "annotate" and mesh == "2x4")
 ]
 
 

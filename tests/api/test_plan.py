@@ -4,22 +4,10 @@ import re
 
 import jax
 import jax.numpy as jnp
-import pytest
-from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
 import partir
 from partir.testing import models, schedules
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    return jax.make_mesh((4, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
-
-
-@pytest.fixture(scope="module")
-def gpt():
-    return models.get("gpt", layers=2)
 
 
 def specs(tree):

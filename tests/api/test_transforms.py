@@ -13,18 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import io_callback
-from jax.sharding import AxisType, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 import partir
-from partir.testing import models, schedules
+from partir.testing import assert_tree_close, models, schedules
 
 MODES = ("annotate", "spmd")
 MP = partir.ManualPartition
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    return jax.make_mesh((4, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
 
 
 def loss(params, x):
@@ -55,8 +50,7 @@ def sgd_step(params, x):
     return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
 
 
-def _close(a, b):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=2e-5, atol=2e-6), a, b)
+_close = functools.partial(assert_tree_close, rtol=2e-5, atol=2e-6)
 
 
 class CompileCounter:

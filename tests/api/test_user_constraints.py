@@ -12,12 +12,12 @@ import re
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import partir
+from partir.testing import assert_tree_close
 
 MODES = ("annotate", "spmd")
 MP = partir.ManualPartition
@@ -28,11 +28,6 @@ SCHEDULE = [
     MP({"x": 0}, axis="batch"),
     MP({"params/w_in": 1, "params/w_out": 0}, axis="model"),
 ]
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    return jax.make_mesh((4, 2), ("batch", "model"), axis_types=AUTO2)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +69,7 @@ def _params(seed: int = 0):
 X = jax.random.normal(jax.random.key(7), (8, 16))
 
 
-def _close(a, b):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=2e-5, atol=2e-6), a, b)
+_close = functools.partial(assert_tree_close, rtol=2e-5, atol=2e-6)
 
 
 def _collectives(plan):

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from jax.sharding import AxisType
 
 import partir
 from partir.simulator import AxisLink, get_hardware
@@ -30,11 +29,6 @@ from partir.simulator.costs import OpCost, roofline_time
 
 MODES = ("annotate", "spmd")
 MP = partir.ManualPartition
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    return jax.make_mesh((4, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
 
 
 def _data(seed, *shapes):

@@ -8,25 +8,20 @@ must reduce the partial value before the op."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
-from jax.sharding import AxisType
 
 import partir
+from partir.testing import assert_tree_close
 
 MODES = ("annotate", "spmd")
 MP = partir.ManualPartition
 
 
-@pytest.fixture(scope="module")
-def mesh():
-    return jax.make_mesh((4, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
-
-
-def _close(a, b):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=2e-5, atol=2e-5), a, b)
+_close = functools.partial(assert_tree_close, rtol=2e-5, atol=2e-5)
 
 
 def _data(seed, *shapes):

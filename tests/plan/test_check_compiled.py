@@ -295,7 +295,8 @@ def test_plan_method_delegates(mesh):
     check = plan.check_compiled()
     assert isinstance(check, CompiledCheck) and check.agrees
     again = check_compiled(plan, compiled=plan.lower().compile().as_text())
-    assert again.to_dict() == check.to_dict()
+    # from_cache says whether XLA compiled during the first check; the comparison is the same
+    assert {**again.to_dict(), "from_cache": None} == {**check.to_dict(), "from_cache": None}
 
 
 def test_stub_namespace_plan(mesh):

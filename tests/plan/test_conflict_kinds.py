@@ -1,25 +1,12 @@
 """Conflicts have a kind: clashes between tactics apart from expected resharding."""
 
-import jax
 import jax.numpy as jnp
 import pytest
-from jax.sharding import AxisType
 
 import partir
 from partir.errors import ShardingConflictError
 from partir.plan.conflict_kind import counts
 from partir.tactics import presets
-from partir.testing import models
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    return jax.make_mesh((4, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
-
-
-@pytest.fixture(scope="module")
-def gpt():
-    return models.get("gpt", layers=2)
 
 
 def test_demo_schedule_has_no_clash_and_counts_expected_apart(gpt, mesh):

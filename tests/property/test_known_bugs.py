@@ -1,9 +1,10 @@
 """Wrong results and crashes the oracle found that are not partir's rewrites, as the shrunk
-examples. One is XLA's, kept as a strict xfail so that a fixed XLA turns it into a failure to
-remove; the spmd-mode region cases were partir's (regions whose branches or carries differ in
+examples. Two are XLA's, kept as strict xfails so that a fixed XLA turns each into a failure
+to remove (the oracle falls back to op-by-op evaluation when `jax.jit` disagrees with partir); the spmd-mode region cases were partir's (regions whose branches or carries differ in
 manual-axis variance) and are plain tests now."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
@@ -27,6 +28,24 @@ def test_xla_self_contraction_of_transposed_sharded_dims():
     x = np.random.default_rng(0).uniform(-1, 1, (4, 8, 4)).astype(np.float32)
     got = jax.jit(f, in_shardings=NamedSharding(mesh, P("a", "b", None)))(x)
     np.testing.assert_allclose(np.asarray(got), np.asarray(f(x)), rtol=1e-5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="XLA's CPU compiler (jax 0.12) updates x in place for a dynamic_update_slice and "
+    "computes the update from the already-updated buffer, when x is also read afterwards",
+)
+def test_xla_dynamic_update_slice_reading_its_own_operand():
+    def f(x):
+        update = jnp.tanh(x * x)[0:2]
+        y = lax.dynamic_update_slice(x, update, (1,))
+        return x.at[jnp.arange(4)].add(y)
+
+    x = jnp.array([0.1, -0.5, 0.7, 0.9], jnp.float32)
+    with jax.disable_jit():
+        want = np.asarray(f(x))  # op by op: [0.2, -0.49, 0.9449, 1.8]
+    np.testing.assert_allclose(np.asarray(jax.jit(f)(x)), want, rtol=1e-5)
 
 
 def test_spmd_cond_with_an_invariant_branch():

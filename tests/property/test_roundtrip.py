@@ -9,7 +9,9 @@ import partir
 from partir.testing import strategies
 
 
-@settings(deadline=None)
+# Each example compiles three programs; 100 draws reach every op family the strategy has
+# (tests/testing/test_strategies.py checks the reach) at a third of the ci profile's cost.
+@settings(deadline=None, max_examples=100)
 @given(strategies.programs(max_ops=8))
 def test_trace_print_parse_run_round_trip(prog):
     args = prog.example_args()
