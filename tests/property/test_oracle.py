@@ -158,10 +158,8 @@ def test_partitioned_equals_unpartitioned_spmd(case):
     check_case("spmd", case)
 
 
-# annotate mode hands XLA the shardings and XLA re-derives the partition, so a wrong rewrite
-# shows in spmd mode (above, the full profile); here fewer draws check what annotate adds:
-# the constraints themselves are legal and keep the values.
-@settings(deadline=None, max_examples=100)
+# a test per mode, each with the profile's draws (300 in CI), so the two run on both workers
+@settings(deadline=None)
 @given(case=cases())
 def test_partitioned_equals_unpartitioned_annotate(case):
     check_case("annotate", case)
