@@ -29,11 +29,7 @@ from partir import ir
 from partir.backend import evaluate, jax_compat
 from partir.backend.primitives import lookup_primitive
 from partir.errors import TacticError
-
-PIPELINE_ATTR = "partir.pipeline"
-MB_ATTR = "partir.mb"
-INVARIANT, ACCUMULATED = -1, -2
-# kept equal to partir.tactics.pipeline's constants (the backend may not import tactics)
+from partir.ir.attrs import ACCUMULATED, MB_ATTR, PIPELINE_ATTR
 
 Constrain = Callable[[Any], Any]
 """Lays a ``[P, ...]`` per-stage array out on the stage axis (annotate mode), or not."""
@@ -136,6 +132,16 @@ def from_stages(x: Any) -> Any:
 # -- the loop (global view: every stage a row of a [P, ...] array) ---------------------------
 
 
+def _tick_indices(t: Any, position: Any, m: int, r: int, reverse: bool) -> tuple:
+    """On tick `t`, at pipeline `position`: whether the iteration is real, its microbatch,
+    its repeat's layer chunk, and the microbatch entering the first stage."""
+    i = t - position
+    ic = jnp.clip(i, 0, r * m - 1)
+    rep = ic // m
+    entering = jnp.clip(t, 0, r * m - 1) % m
+    return (i >= 0) & (i < r * m), ic % m, (r - 1 - rep) if reverse else rep, entering
+
+
 def _loop_shape(op: ir.ScanOp) -> tuple[int, bool, list[int], Block, int]:
     """(carries, reverse, per-yield batch dims, body, ticks) of a marked scan's loop."""
     spec = spec_of(op)
@@ -207,12 +213,7 @@ def run_global(op: ir.ScanOp, args: list[Any], constrain: Constrain = lambda x: 
 
     def tick(loop: tuple, t: Any) -> tuple:
         io, state, ybuf = loop
-        i = t - position
-        valid = (i >= 0) & (i < r * m)
-        ic = jnp.clip(i, 0, r * m - 1)
-        mb, rep = ic % m, ic // m
-        rep_layer = (r - 1 - rep) if reverse else rep
-        entering = jnp.clip(t, 0, r * m - 1) % m
+        valid, mb, rep_layer, entering = _tick_indices(t, position, m, r, reverse)
         carry_in = [
             jnp.where(
                 (stage_ids == first).reshape(-1, *([1] * (s.ndim - 1))),
@@ -392,12 +393,7 @@ def run_local(
                 jnp.where(keep, jax.lax.dynamic_update_index_in_dim(b, s, back % m, 0), b)
                 for b, s in zip(io, state, strict=True)
             ]
-        i = t - position
-        valid = (i >= 0) & (i < r * m)
-        ic = jnp.clip(i, 0, r * m - 1)
-        mb, rep = ic % m, ic // m
-        rep_layer = (r - 1 - rep) if reverse else rep
-        entering = jnp.clip(t, 0, r * m - 1) % m
+        valid, mb, rep_layer, entering = _tick_indices(t, position, m, r, reverse)
         carry_in = [
             jnp.where(position == 0, jax.lax.dynamic_index_in_dim(b, entering, 0, False), s)
             for b, s in zip(io, state, strict=True)

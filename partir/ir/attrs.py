@@ -188,3 +188,14 @@ class ShardingAttr(Data[Sharding]):
                 raise VerifyException(
                     f"dim {d} of size {size} is not divisible by {n} (axes {axes}) in {self}"
                 )
+
+
+# PipelinePartition (partir/tactics/pipeline.py) marks layer scans with these; the backend
+# (partir/backend/pipeline.py) reads them.
+PIPELINE_ATTR = "partir.pipeline"
+"""Scan-op attribute (JSON) the backend runs as a pipelined loop (`backend/pipeline.py`)."""
+MB_ATTR = "partir.mb"
+"""Body-op attribute (JSON list): per result, its batch dim, or -1 (no batch dim)."""
+INVARIANT, ACCUMULATED = -1, -2
+"""Classes of a pipelined scan's block argument or yield that have no batch dim: the same
+for every microbatch, or a per-layer sum over the microbatches (a weight gradient)."""

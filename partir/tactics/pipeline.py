@@ -26,6 +26,7 @@ from xdsl.ir import SSAValue
 
 from partir import ir
 from partir.errors import DimensionError, SelectorError, TacticError, UnknownAxisError
+from partir.ir.attrs import ACCUMULATED, INVARIANT, MB_ATTR, PIPELINE_ATTR
 from partir.ir.locations import location_of
 from partir.passes.propagate import Propagator
 from partir.tactics.manual import TacticContext, TacticRecord, no_match_message
@@ -34,13 +35,6 @@ from partir.tactics.selectors import select
 SCHEDULES = ("gpipe", "circular")
 """The schedules `PipelinePartition` accepts."""
 
-PIPELINE_ATTR = "partir.pipeline"
-"""Scan-op attribute (JSON) the backend runs as a pipelined loop (`backend/pipeline.py`)."""
-MB_ATTR = "partir.mb"
-"""Body-op attribute (JSON list): per result, its batch dim, or -1 (no batch dim)."""
-INVARIANT, ACCUMULATED = -1, -2
-"""Classes of a pipelined scan's block argument or yield that have no batch dim: the same
-for every microbatch, or a per-layer sum over the microbatches (a weight gradient)."""
 _VIRTUAL = "__microbatch__"  # the throw-away axis the batch is propagated on
 
 
