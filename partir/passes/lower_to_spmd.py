@@ -29,7 +29,7 @@ from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAtt
 from xdsl.ir import Attribute, Block, Operation, OpResult, Region, SSAValue
 
 from partir import ir
-from partir.passes.edges import region_groups
+from partir.passes.edges import LINEAR, Linear, region_groups
 from partir.passes.localize import localize_params
 from partir.passes.propagate import Propagator, location_of
 from partir.passes.resolve import follow_operands
@@ -140,6 +140,27 @@ class _Lowering:
                 elif any(axis in a.partial for a in actual):
                     carried.add(axis)
         return self._valid(rule, factor_axes), carried
+
+    def _carriers(
+        self, op: ir.PrimOp, actual: Sequence[Layout], carried: set[str]
+    ) -> dict[str, tuple[int, ...]]:
+        """Per carried axis, the operands whose pending sum the op carries; the others'
+        are reduced first. A product is linear in one operand only: when two reach it
+        partial (each made in its own reduction, one propagated before the other), the
+        sum of local products is not the product of the sums, so one stays pending (the
+        one propagation carried, else the first) and the others are all-reduced."""
+        mode = LINEAR.get(op.primitive_name)
+        out: dict[str, tuple[int, ...]] = {}
+        for axis in carried:
+            partial = [i for i, lay in enumerate(actual) if axis in lay.partial]
+            if mode is Linear.FIRST:
+                partial = [i for i in partial if i == 0]
+            elif mode is Linear.ONE and len(partial) > 1:
+                origin = self.prop.origin.get((op.outs[0], axis)) if op.outs else None
+                source = [i for i in partial if origin and op.args[i] is origin.source]
+                partial = source[:1] or partial[:1]
+            out[axis] = tuple(partial)
+        return out
 
     def _reduce_factor_for(self, rule: OpRule, actual: Sequence[Layout], axis: str) -> str | None:
         for tdims, layout in zip(rule.operands, actual, strict=True):
@@ -306,10 +327,11 @@ class _Lowering:
                 if rule.kind(f) is FactorKind.REDUCE
                 for a in axes
             ]
+            carriers = self._carriers(op, actual, carried)
             operands = []
             for i, v in enumerate(op.args):
                 have = actual[i]
-                keep = tuple(a for a in have.partial if a in carried)
+                keep = tuple(a for a in have.partial if i in carriers.get(a, ()))
                 target = ir.Sharding(
                     self.tensor_layout(rule.operands[i], factor_axes), keep, have.reduction
                 )

@@ -90,11 +90,14 @@ def _sum_all(x: Any, scale: float = 1.0) -> Any:
 
 
 # pending reductions of x over every dim (pending wherever x is sharded) meeting an op they
-# must not flow through. The product's two sums are one op from x each: when one is an op
-# further away, the engine lets the nearer one flow through the mul before the other turns
-# pending (a bug, tests/passes/test_mutant_kills.py), which would fail every run of the oracle.
+# must not flow through. In "skewed_product" one sum is an op further from x than the other:
+# the nearer one turns pending and flows through the mul first, so lowering must reduce the
+# later one before the product (tests/passes/test_mutant_kills.py has the fixed case).
 _PENDING = {
     "product": lambda x, y: _sum_all(lax.cos(x), 1 / x.size) * _sum_all(lax.sin(x), 1 / x.size),
+    "skewed_product": lambda x, y: (
+        _sum_all(x, 1 / x.size) * _sum_all(lax.sin(lax.cos(y)), 1 / y.size)
+    ),
     "divisor": lambda x, y: x * 0.5 / _sum_all(y * y + 1.0, 1 / y.size),
     "max_linear": lambda x, y: (
         (
@@ -124,6 +127,9 @@ def _pending(how: str, doc: str):
 # one generator per pattern, so that each is drawn as often as any other aimed generator
 _aim_product = register_op("aim_product", primitives=("mul",))(
     _pending("product", "``mean(cos x) * mean(sin x)``: two pending sums multiplied.")
+)
+register_op("aim_skewed_product", primitives=("mul",))(
+    _pending("skewed_product", "``mean(x) * mean(sin cos y)``: sums made at different depths.")
 )
 register_op("aim_divisor", primitives=("div",))(
     _pending("divisor", "``x / 2 / mean(y^2 + 1)``: a pending sum as divisor.")

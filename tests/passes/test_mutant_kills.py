@@ -62,20 +62,17 @@ def test_a_product_of_two_pending_sums_is_reduced_first(mesh, mode):
     _check(fn, [MP({"x": 0, "y": 0}, axis="batch")], mesh, mode, x, y)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="partir bug: the engine lets the first pending sum to reach a mul flow through it "
-    "before it sees that the other operand becomes a pending sum too (propagate._flow_partial)",
-)
-def test_a_product_of_pending_sums_made_at_different_depths(mesh):
+@pytest.mark.parametrize("mode", MODES)
+def test_a_product_of_pending_sums_made_at_different_depths(mesh, mode):
     """The same product, both factors from one x, the second one op further from x: the
-    first becomes a pending sum, flows through the mul, and the second arrives too late."""
+    first becomes a pending sum and flows through the mul before the second arrives, so
+    lowering must reduce the second before the product (it carries one pending sum)."""
     (x,) = _data(0, (8, 16))
 
     def fn(x):
         return jnp.sum(x * 0.125, axis=0) * jnp.sum(jnp.sin(x) * 0.125, axis=0)
 
-    _check(fn, [MP({"x": 0}, axis="batch")], mesh, "spmd", x)
+    _check(fn, [MP({"x": 0}, axis="batch")], mesh, mode, x)
 
 
 @pytest.mark.parametrize("mode", MODES)
