@@ -21,7 +21,7 @@ from partir.frontend import constraints as user_constraints
 from partir.passes.propagate import Propagator
 from partir.plan.conflict_kind import raise_on_clash
 from partir.plan.logical import input_logical_axes
-from partir.plan.program import trace
+from partir.plan.program import trace_cached
 from partir.simulator import PROFILES, get_hardware, profile_for_device_kind
 from partir.tactics import TACTIC_TYPES, AutomaticPartition, TacticContext
 from partir.utils.gc import gc_paused
@@ -251,7 +251,7 @@ class Partitioned:
         # transform; planning reads only shapes and dtypes, so trace on those.
         args, kwargs = jax.tree_util.tree_map(_abstract_if_traced, (args, kwargs))
         bound = self.arg_spec.bind(self.fn, static_key)
-        program = trace(bound, *args, **kwargs)
+        program = trace_cached(self.fn, (signature, static_key), bound, *args, **kwargs)
         mesh_attr = ir.MeshAttr(tuple((str(n), int(s)) for n, s in mesh.shape.items()))
         propagator = Propagator(program.module, mesh_attr)
         user_constraints.apply(propagator)  # the user's own constraints: seeds before the schedule

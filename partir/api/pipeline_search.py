@@ -82,6 +82,7 @@ class SimulatedStageCosts:
         # plans do not depend on the hardware: share one cache between tables
         self._plans: dict = plan_cache if plan_cache is not None else {}
         self._table: dict[Layout, tuple[StageCosts, AxisLink | None]] = {}
+        self._models: dict[tuple[int, int], tuple[Callable, Sequence[Any]]] = {}
         # layouts with microbatch b and 2b share the program at 2b sequences per replica
         self._reports: dict = {}
         self.plans = 0
@@ -96,7 +97,10 @@ class SimulatedStageCosts:
     def _plan(self, tensor: int, data: int, layers: int, batch: int) -> Any:
         key = (tensor, data, layers, batch)
         if key not in self._plans:
-            fn, args = self.model(layers, batch)
+            # one function per program, so meshes of one (layers, batch) share its trace
+            if (layers, batch) not in self._models:
+                self._models[layers, batch] = self.model(layers, batch)
+            fn, args = self._models[layers, batch]
             step = partition(
                 self.schedule(tensor), mesh={"batch": data, "model": tensor}, mode="spmd"
             )

@@ -520,3 +520,16 @@ def compile_by_xla(lowered: Any) -> tuple[Any, bool]:
     compiled = lowered.compile()
     compiled_now = _seen["compiles"] > before["compiles"] and _seen["hits"] == before["hits"]
     return compiled, compiled_now
+
+
+def trace_context() -> Any:
+    """What besides the arguments decides a trace (JAX's config, its context mesh): the
+    key `jax.jit` caches traces under. None where this JAX has no such function, and then
+    nothing is cached on it."""
+    from jax._src import config
+
+    get = getattr(config, "trace_context", None)
+    try:
+        return get() if get is not None else None
+    except Exception:  # an internal API: any failure means "do not cache"
+        return None

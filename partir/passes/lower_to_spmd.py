@@ -29,7 +29,8 @@ from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAtt
 from xdsl.ir import Attribute, Block, Operation, OpResult, Region, SSAValue
 
 from partir import ir
-from partir.passes.edges import LINEAR, Linear, region_groups
+from partir.passes.carry import carried_operands
+from partir.passes.edges import region_groups
 from partir.passes.localize import localize_params
 from partir.passes.propagate import Propagator, location_of
 from partir.passes.resolve import follow_operands
@@ -141,26 +142,19 @@ class _Lowering:
                     carried.add(axis)
         return self._valid(rule, factor_axes), carried
 
-    def _carriers(
-        self, op: ir.PrimOp, actual: Sequence[Layout], carried: set[str]
-    ) -> dict[str, tuple[int, ...]]:
-        """Per carried axis, the operands whose pending sum the op carries; the others'
-        are reduced first. A product is linear in one operand only: when two reach it
-        partial (each made in its own reduction, one propagated before the other), the
-        sum of local products is not the product of the sums, so one stays pending (the
-        one propagation carried, else the first) and the others are all-reduced."""
-        mode = LINEAR.get(op.primitive_name)
-        out: dict[str, tuple[int, ...]] = {}
-        for axis in carried:
-            partial = [i for i, lay in enumerate(actual) if axis in lay.partial]
-            if mode is Linear.FIRST:
-                partial = [i for i in partial if i == 0]
-            elif mode is Linear.ONE and len(partial) > 1:
-                origin = self.prop.origin.get((op.outs[0], axis)) if op.outs else None
-                source = [i for i in partial if origin and op.args[i] is origin.source]
-                partial = source[:1] or partial[:1]
-            out[axis] = tuple(partial)
-        return out
+    def _resharded(
+        self,
+        op: Operation,
+        env: dict[SSAValue, tuple[SSAValue, Layout]],
+        targets: Sequence[Layout],
+        dst: Block,
+        where: str,
+    ) -> list[SSAValue]:
+        """`op`'s operands in `dst`, each resharded from its layout in `env` to its target."""
+        return [
+            self.reshard(env[v][0], env[v][1], t, dst, f"operand {i} of {where}", op.location)
+            for i, (v, t) in enumerate(zip(op.operands, targets, strict=True))
+        ]
 
     def _reduce_factor_for(self, rule: OpRule, actual: Sequence[Layout], axis: str) -> str | None:
         for tdims, layout in zip(rule.operands, actual, strict=True):
@@ -288,34 +282,15 @@ class _Lowering:
         rule = rule if rule is not None else get_rule(op)
         actual = [env[v][1] for v in op.args]
         if rule is None:  # a barrier: run it whole on every device
-            operands = [
-                self.reshard(
-                    env[v][0],
-                    env[v][1],
-                    ir.Sharding.replicated(len(env[v][1].dims)),
-                    dst,
-                    f"operand {i} of {where} (no rule)",
-                    op.location,
-                )
-                for i, v in enumerate(op.args)
-            ]
+            whole = [ir.Sharding.replicated(len(lay.dims)) for lay in actual]
+            operands = self._resharded(op, env, whole, dst, f"{where} (no rule)")
             results = [ir.Sharding.replicated(len(ir.shape_of(r.type))) for r in op.outs]
         elif (specs := _region_specs(op, self.sizes)) is not None:
             # the user's jax.shard_map: its body works on the blocks its in_specs name and
             # makes the blocks its out_specs name, so those are the operand and result
             # layouts (resharding into them is planned communication; none if they agree)
             in_specs, out_specs = specs
-            operands = [
-                self.reshard(
-                    env[v][0],
-                    env[v][1],
-                    ir.Sharding(spec),
-                    dst,
-                    f"operand {i} of {where}",
-                    op.location,
-                )
-                for i, (v, spec) in enumerate(zip(op.args, in_specs, strict=True))
-            ]
+            operands = self._resharded(op, env, [ir.Sharding(x) for x in in_specs], dst, where)
             results = [ir.Sharding(spec) for spec in out_specs]
         else:
             factor_axes, carried = self.op_sharding(op, rule, actual)
@@ -327,19 +302,16 @@ class _Lowering:
                 if rule.kind(f) is FactorKind.REDUCE
                 for a in axes
             ]
-            carriers = self._carriers(op, actual, carried)
-            operands = []
-            for i, v in enumerate(op.args):
-                have = actual[i]
-                keep = tuple(a for a in have.partial if i in carriers.get(a, ()))
-                target = ir.Sharding(
-                    self.tensor_layout(rule.operands[i], factor_axes), keep, have.reduction
+            carriers = carried_operands(op, actual, carried, self.prop.origin)
+            targets = [
+                ir.Sharding(
+                    self.tensor_layout(rule.operands[i], factor_axes),
+                    tuple(a for a in have.partial if i in carriers.get(a, ())),
+                    have.reduction,
                 )
-                operands.append(
-                    self.reshard(
-                        env[v][0], have, target, dst, f"operand {i} of {where}", op.location
-                    )
-                )
+                for i, have in enumerate(actual)
+            ]
+            operands = self._resharded(op, env, targets, dst, where)
             partial = tuple(reduce_axes) + tuple(sorted(carried))
             kind = rule.reduction if reduce_axes else "sum"
             results = [

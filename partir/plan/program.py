@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from partir import ir
+from partir.backend import jax_compat
 from partir.backend.evaluate import module_function, to_flat_callable
 from partir.errors import ProgramError
 
@@ -249,6 +251,33 @@ def trace(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Program:
         jax.tree_util.tree_structure((args, kwargs)) if in_tree is None else in_tree,
         out_tree,
     )
+
+
+_TRACES: weakref.WeakKeyDictionary[Callable[..., Any], dict[Any, Program]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def trace_cached(
+    fn: Callable[..., Any], key: Any, bound: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Program:
+    """`trace(bound, ...)`, traced once per `fn` and `key` (the input signature and static
+    values) in one JAX trace context, as `jax.jit` caches its traces. Every `Partitioned`
+    of one function shares it (one per schedule or mesh in a comparison or a search): the
+    program depends on neither, and tracing is much of planning. Each call returns its own
+    copy of the IR, since tactics write attributes on it."""
+    context = jax_compat.trace_context()
+    try:
+        per_fn = _TRACES.setdefault(fn, {}) if context is not None else None
+    except TypeError:  # not weakly referenceable: trace every time
+        per_fn = None
+    if per_fn is None:
+        return trace(bound, *args, **kwargs)
+    full_key = (key, context)
+    program = per_fn.get(full_key)
+    if program is None:
+        program = per_fn[full_key] = trace(bound, *args, **kwargs)
+    return Program(program.module.clone(), program.in_tree, program.out_tree)
 
 
 def parse(text: str) -> Program:
