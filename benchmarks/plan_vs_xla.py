@@ -15,13 +15,22 @@ Then the unrolled GPT step under MP alone, at a few depths: partir's planned all
 value) and in a plain `jax.jit` given only the same parameter (in/out) shardings. Counts are
 result buffers and HLO instructions (XLA combines all-reduces into tuple-shaped ones).
 
+Then the `libraries` section (benchmarks/_plan_vs_xla_libraries.py): the library-built steps
+of `partir.testing.models.LIBRARY_MODELS` under BP + Megatron from their logical axis names
+and BP + Z3, and the multi-dimensional transformer ``video_dit`` under BP + DSP, on (4, 2)
+meshes of the same axis types, in both modes: the same per-case record (`libraries`), an
+`explanation` for each annotate case on Explicit axes that differs, `libraries_summary` (as
+`summary`) and `libraries_skipped` (models whose library is not installed).
+
 Writes benchmarks/results/plan_vs_xla.json (plan_vs_xla_auto.json with `--axis-types auto`).
 
-    python benchmarks/plan_vs_xla.py [--layers 1 2 4] [--only "gpt BP+MP" moe ...]
+    python benchmarks/plan_vs_xla.py [--layers 1 2 4] [--only "gpt BP+MP" moe ...] [--merge]
 
-`--only` keeps the zoo cases whose "MODEL SCHEDULE" contains one of the given strings (to
-iterate on a few cases); a filtered run prints its verdicts and writes JSON only to an
-explicit `--out`, so the full results file is not overwritten by a partial run.
+`--only` keeps the zoo and library cases whose "MODEL SCHEDULE" contains one of the given
+strings (to iterate on a few cases); ``--only libraries`` runs the whole libraries section and
+no zoo case. A filtered run prints its verdicts and writes JSON only to an explicit `--out`,
+so the full results file is not overwritten by a partial run; ``--only libraries --merge``
+writes the libraries section into the existing results file, keeping its zoo results.
 """
 
 from __future__ import annotations
@@ -41,6 +50,11 @@ import partir
 from partir.backend.hlo import collectives_on_mesh
 from partir.plan.check import check_compiled, compile_watched
 from partir.testing import models, schedules
+
+if __package__ in (None, ""):  # run as a script: its own folder is on sys.path
+    import _plan_vs_xla_libraries as libs
+else:
+    from benchmarks import _plan_vs_xla_libraries as libs  # type: ignore[no-redef]
 
 
 def make_mesh(axis_types: str = "auto") -> jax.sharding.Mesh:
@@ -193,18 +207,35 @@ def gpt_mp(mesh: jax.sharding.Mesh, layers: list[int]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--only", nargs="+", help='zoo cases to run, e.g. "gpt BP+MP" moe')
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        help='cases to run, e.g. "gpt BP+MP" moe nnx; "libraries": that section\'s',
+    )
     parser.add_argument("--axis-types", choices=("auto", "explicit"), default="explicit")
     parser.add_argument("--out", default=None, help="JSON path (default: results/plan_vs_xla.json)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only libraries: write the libraries section into the existing results "
+        "file (or --out), keeping everything else in it",
+    )
     args = parser.parse_args()
-    if args.out is None and args.only:
-        args.out = ""  # a partial run writes no default results file
-    elif args.out is None:
-        suffix = "" if args.axis_types == "explicit" else "_auto"
-        args.out = str(pathlib.Path(__file__).parent / "results" / f"plan_vs_xla{suffix}.json")
+    if args.merge and args.only != ["libraries"]:
+        parser.error("--merge merges a whole section: use it with --only libraries")
+    suffix = "" if args.axis_types == "explicit" else "_auto"
+    default_out = str(pathlib.Path(__file__).parent / "results" / f"plan_vs_xla{suffix}.json")
+    if args.merge:
+        merge_into(args.out or default_out, args.axis_types)
+        return
+    if args.out is None:
+        # a partial run writes no default results file
+        args.out = "" if args.only else default_out
     mesh = make_mesh(args.axis_types)
-    rows = zoo(mesh, args.only)
+    zoo_only = [o for o in args.only or () if o != "libraries"]
+    rows = zoo(mesh, args.only) if not args.only or zoo_only else []
     mp = gpt_mp(mesh, args.layers) if not args.only else {"rows": [], "per_layer": {}}
+    lib_rows, skipped = libs.libraries(args.axis_types, args.only)
 
     def failing(mode: str) -> list[str]:
         return [
@@ -236,8 +267,10 @@ def main() -> None:
         },
         "gpt_mp_all_reduces_over_model": mp,
         "cases": rows,
+        **_libraries_result(lib_rows, skipped, args.axis_types),
     }
     print(json.dumps(result["summary"], indent=2))
+    print(json.dumps(result["libraries_summary"], indent=2))
     if not args.out:
         return
     out = pathlib.Path(args.out)
@@ -245,6 +278,33 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(mp["per_layer"], indent=2))
     print(f"wrote {out}")
+
+
+def _libraries_result(rows: list[dict], skipped: list[dict], axis_types: str) -> dict:
+    return {
+        "libraries_benchmark": "plan.collectives() vs compiled HLO collectives, library-built "
+        "steps (BP+MP from logical names, BP+Z3) and video_dit (BP+DSP), mesh (4, 2) of 8 CPU "
+        f"devices, {axis_types} axes (('batch', 'seq') for video_dit)",
+        "libraries_summary": libs.summary(rows),
+        "libraries_skipped": skipped,
+        "libraries": rows,
+    }
+
+
+def merge_into(path: str, axis_types: str) -> None:
+    """Run the libraries section and write it into the results file at `path`, keeping the
+    zoo's results and everything else there."""
+    out = pathlib.Path(path)
+    if not out.exists():
+        raise SystemExit(f"{out} does not exist: run the full benchmark first, or give --out")
+    result = json.loads(out.read_text())
+    if result.get("axis_types", axis_types) != axis_types:
+        raise SystemExit(f"{out} holds {result['axis_types']} axes: pass --axis-types to match")
+    rows, skipped = libs.libraries(axis_types)
+    result.update(_libraries_result(rows, skipped, axis_types))
+    print(json.dumps(result["libraries_summary"], indent=2))
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"merged the libraries section into {out}")
 
 
 if __name__ == "__main__":
