@@ -239,9 +239,9 @@ class CompiledCheck:
             out += [f"  {r}" for r in self.remats]
         if self.from_cache:
             out.append(
-                "XLA's remat warnings not read: JAX's compilation cache had the program, so "
-                "XLA did not compile it (check in a fresh process without "
-                "jax_compilation_cache_dir to see them)"
+                "XLA's remat warnings not read: XLA did not compile the program for this "
+                "check (this process ran it already, or the on-disk jax_compilation_cache_dir "
+                "had it); call check_compiled() first in a fresh process to see them"
             )
         return "\n".join(out)
 
