@@ -57,7 +57,7 @@ from partir.tactics.auto.pipeline_search import (
     Layout,
     PipelineCandidate,
     PipelineSpace,
-    evaluate,
+    simulate_candidate,
 )
 from partir.testing import models, schedules
 
@@ -217,7 +217,15 @@ def main() -> None:
         total = time.perf_counter() - start
         for name, cand in MEGATRON.items():
             stage_costs, link = costs(cand.layout)
-            rows.append(_row(name, profile, cand, evaluate(cand, stage_costs, link, 96), hw))
+            rows.append(
+                _row(
+                    name,
+                    profile,
+                    cand,
+                    simulate_candidate(cand, stage_costs, link, GPT3["layers"]),
+                    hw,
+                )
+            )
             _print(rows[-1])
         rows.append(_row("search", profile, result.best, result.report, hw))
         _print(rows[-1])

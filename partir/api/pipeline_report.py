@@ -29,15 +29,14 @@ No overlap is modelled beyond the schedule's: `PipelinedReport.step_time_overlap
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdsl.dialects import func
 from xdsl.ir import Operation
 
 from partir import ir
 from partir.backend import pipeline as backend_pipeline
+from partir.backend.evaluate import module_function
 from partir.simulator import Report
 from partir.simulator.collectives import collective_time
 from partir.simulator.costs import OpCost
@@ -100,15 +99,6 @@ class PipelinedReport(Report):
         return "\n".join(lines) + str(self.unpipelined)
 
 
-def _arg_bytes(module: Any) -> list[int]:
-    block = next(op for op in module.body.block.ops if isinstance(op, func.FuncOp)).body.block
-    return [_nbytes(a.type) for a in block.args]
-
-
-def _nbytes(t: Any) -> int:
-    return math.prod(ir.shape_of(t)) * ir.ITEMSIZE[ir.dtype_of(t)]
-
-
 def _scan_parts(report: Report, scans: list[ir.ScanOp]) -> dict[int, list[float]]:
     """Per marked scan: [compute s, communication s, flops] of its body over a step."""
     out = {id(s): [0.0, 0.0, 0.0] for s in scans}
@@ -124,53 +114,53 @@ def _scan_parts(report: Report, scans: list[ir.ScanOp]) -> dict[int, list[float]
     return out
 
 
-def _once_collectives(scans: list[ir.ScanOp], link: Any) -> tuple[float, float]:
-    """Seconds and bytes of the loop's once-a-step collectives on the stage axis."""
-    seconds = sent = 0.0
+def _once_collectives_s(scans: list[ir.ScanOp], link: Any) -> float:
+    """Seconds of the loop's once-a-step collectives on the stage axis."""
+    seconds = 0.0
     for scan in scans:
         for kind, _, _, _, nbytes, _ in backend_pipeline.loop_collectives(scan):
-            if kind == "collective_permute":
-                continue
-            volume = nbytes * (link.size if kind == "all_to_all" else 1)
-            seconds += collective_time(kind, volume, [link])
-            sent += nbytes
-    return seconds, sent
+            if kind != "collective_permute":
+                volume = nbytes * (link.size if kind == "all_to_all" else 1)
+                seconds += collective_time(kind, volume, [link])
+    return seconds
 
 
-def stage_costs_of(plan: Any, report: Report, spec: PipelineSpec) -> tuple[StageCosts, float]:
+def _marked_scans(plan: Any) -> list[ir.ScanOp]:
+    return [op for op in plan.lowered.module.walk() if backend_pipeline.is_pipelined(op)]
+
+
+def stage_costs_of(
+    plan: Any, report: Report, spec: PipelineSpec, scans: list[ir.ScanOp], parts: dict
+) -> tuple[StageCosts, float]:
     """The `StageCosts` of a pipelined plan from its device-local `report` (module doc), and
-    the bytes of the arguments not on the stage axis (on every stage)."""
-    module = plan.lowered.module
-    scans = [op for op in module.walk() if backend_pipeline.is_pipelined(op)]
-    parts = _scan_parts(report, scans)  # type: ignore[arg-type]
-    fwd = [s for s in scans if not s.params["reverse"]]  # type: ignore[union-attr]
-    bwd = [s for s in scans if s.params["reverse"]]  # type: ignore[union-attr]
+    the bytes of the arguments not on the stage axis (on every stage). `scans` are its
+    marked layer scans, `parts` their `_scan_parts`."""
+    fwd = [s for s in scans if not s.params["reverse"]]
+    bwd = [s for s in scans if s.params["reverse"]]
     t_f = sum(parts[id(s)][0] + parts[id(s)][1] for s in fwd)
     t_b = sum(parts[id(s)][0] + parts[id(s)][1] for s in bwd)
     per_layer_mb = (t_f + t_b) / (spec.layers * spec.microbatches)
     link = report.topology[spec.axis]
-    once_s, _ = _once_collectives(scans, link)  # type: ignore[arg-type]
+    once_s = _once_collectives_s(scans, link)
     boundary = 0.0
     for s in fwd or bwd:
         boundary += sum(
-            c[4]
-            for c in backend_pipeline.loop_collectives(s)  # type: ignore[arg-type]
-            if c[0] == "collective_permute"
+            c[4] for c in backend_pipeline.loop_collectives(s) if c[0] == "collective_permute"
         )
-    args = _arg_bytes(module)
+    args = [ir.nbytes_of(a.type) for a in module_function(plan.lowered.module).args]
     layouts = plan.lowered.in_layouts
     staged = sum(
         b for b, lay in zip(args, layouts, strict=True) if any(spec.axis in d for d in lay.dims)
     )
     grads = residuals = 0.0
     for s in scans:
-        meta = backend_pipeline.spec_of(s)  # type: ignore[arg-type]
-        nk = s.params["num_carry"]  # type: ignore[union-attr]
-        for cls, out in zip(meta["yields"][nk:], list(s.outs)[nk:], strict=True):  # type: ignore[attr-defined]
+        meta = backend_pipeline.spec_of(s)
+        nk = s.params["num_carry"]
+        for cls, out in zip(meta["yields"][nk:], list(s.outs)[nk:], strict=True):
             if cls == backend_pipeline.ACCUMULATED:
-                grads += _nbytes(out.type)
-            elif cls >= 0 and not s.params["reverse"]:  # type: ignore[union-attr]
-                residuals += _nbytes(out.type)
+                grads += ir.nbytes_of(out.type)
+            elif cls >= 0 and not s.params["reverse"]:
+                residuals += ir.nbytes_of(out.type)
     per_stage_layers = spec.layers_per_stage
     return StageCosts(
         layer_microbatch_s=per_layer_mb,
@@ -188,7 +178,9 @@ def pipelined_report(plan: Any, report: Report) -> Report:
     spec = pipeline_spec(plan.records)
     if spec is None:
         return report
-    costs, other_bytes = stage_costs_of(plan, report, spec)
+    scans = _marked_scans(plan)
+    parts = _scan_parts(report, scans)
+    costs, other_bytes = stage_costs_of(plan, report, spec, scans, parts)
     link = report.topology[spec.axis]
     kwargs = {"layers": spec.layers, "stages": spec.stages, "microbatches": spec.microbatches}
     pipe = _on_every_stage(
@@ -206,8 +198,6 @@ def pipelined_report(plan: Any, report: Report) -> Report:
             continue  # the schedule does not fit these layers and microbatches
         r = simulate_pipeline(costs, schedule=schedule, repeats=repeats, stage_link=link, **kwargs)
         what_if[schedule] = _on_every_stage(r, other_bytes)
-    scans = [op for op in plan.lowered.module.walk() if backend_pipeline.is_pipelined(op)]
-    parts = _scan_parts(report, scans)
     comp = sum(p[0] for p in parts.values())
     comm = sum(p[1] for p in parts.values())
     flops = sum(p[2] for p in parts.values())

@@ -12,6 +12,7 @@ from partir.ir.context import parse_module as parse_module
 from partir.ir.dtypes import ITEMSIZE as ITEMSIZE
 from partir.ir.dtypes import UnsupportedDtypeError as UnsupportedDtypeError
 from partir.ir.dtypes import dtype_of as dtype_of
+from partir.ir.dtypes import nbytes_of as nbytes_of
 from partir.ir.dtypes import shape_of as shape_of
 from partir.ir.dtypes import tensor_type as tensor_type
 from partir.ir.locations import library_location_of as library_location_of

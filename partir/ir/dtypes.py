@@ -6,6 +6,7 @@ element is one key (``uint32[2]`` of data for threefry2x32).
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 from xdsl.dialects.builtin import (
@@ -119,3 +120,8 @@ def dtype_of(t: Attribute) -> str:
     """The dtype name of a ranked tensor type's elements."""
     assert isinstance(t, TensorType), f"expected a tensor type, got: {t}"
     return dtype_name(t.element_type)
+
+
+def nbytes_of(t: Attribute) -> int:
+    """Bytes of a buffer of the ranked tensor type `t` (elements times `ITEMSIZE`)."""
+    return math.prod(shape_of(t)) * ITEMSIZE[dtype_of(t)]

@@ -40,7 +40,6 @@ forward pass's residuals kept for the backward pass).
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,7 +78,7 @@ def value_bytes(value: SSAValue) -> int:
     t = value.type
     hit = _SIZES.get(id(t))
     if hit is None:
-        n = math.prod(ir.shape_of(t)) * ir.ITEMSIZE[ir.dtype_of(t)]
+        n = ir.nbytes_of(t)
         hit = _SIZES[id(t)] = (t, n)
         if len(_SIZES) > 100_000:
             _SIZES.clear()

@@ -74,11 +74,6 @@ _ONE_BITS = {
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-def _nbytes(value_type: Any) -> int:
-    shape = ir.shape_of(value_type)
-    return ir.ITEMSIZE[ir.dtype_of(value_type)] * int(np.prod(shape, dtype=np.int64))
-
-
 def clear_caches() -> None:
     """Forget every cached op cost, time and memory analysis (after changing a registered
     cost function, or a program in place)."""
@@ -278,12 +273,12 @@ class Walker:
                     if id(v) in self.loop_reads:
                         continue  # sibling loops merged: the operand is read once
                     self.loop_reads.add(id(v))
-                moved += _nbytes(v.type)
+                moved += ir.nbytes_of(v.type)
         if id(op) in mine:
             for r in op.results:
                 if merge and r.uses and all(_same_loop(u.operation, op) for u in r.uses):
                     continue  # only read inside the merged loop: never written out
-                moved += _nbytes(r.type)
+                moved += ir.nbytes_of(r.type)
         if moved >= c.bytes_accessed:
             return t
         return roofline_time(OpCost(c.flops, c.transcendentals, moved), self.hw, dtype)

@@ -26,6 +26,7 @@ Both skips are exact, so the result is the optimum of the space: the gap bound i
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -245,7 +246,7 @@ class PipelineSearchResult:
         }
 
 
-def evaluate(
+def simulate_candidate(
     candidate: PipelineCandidate, costs: StageCosts, link: AxisLink | None, layers: int
 ) -> PipelineReport:
     """One candidate's simulated step (`simulate_pipeline` on its layout's costs)."""
@@ -348,14 +349,13 @@ def search_pipeline(
             # sorted by bound: no later candidate can enter the kept ranking either
             pruned_bound += len(bounds) - n
             break
-        report = evaluate(candidate, stage_costs, link, space.layers)
+        report = simulate_candidate(candidate, stage_costs, link, space.layers)
         simulated += 1
         if report.peak_memory_bytes > memory_limit:
             over += 1
             least_peak = min(least_peak, report.peak_memory_bytes)
             continue
-        fitting.append((report.step_time_s, candidate, report))
-        fitting.sort(key=lambda x: (x[0], x[1]))
+        bisect.insort(fitting, (report.step_time_s, candidate, report), key=lambda x: x[:2])
         best = fitting[0]
         if simulated % 16 == 0:
             show.update(simulated, len(pool), best[0], None)

@@ -36,7 +36,6 @@ name.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -448,5 +447,5 @@ def _group(
     nbytes = 0
     for j, _ in seeds:
         t = ctx.inputs[j].type
-        nbytes += math.prod(ir.shape_of(t)) * ir.ITEMSIZE[ir.dtype_of(t)]
+        nbytes += ir.nbytes_of(t)
     return Group(index, axis, seeds, label, nbytes, repeats, frozenset(j for j, _ in seeds))
